@@ -1,0 +1,30 @@
+# The two commands of the README: `make test` and `make bench`.
+# Each creates a virtual environment in $(VENV), installs fastopt into it from this
+# checkout (with its test extras and torch's CPU build as the optional reference),
+# then runs. Override REFERENCE= to skip torch.
+PYTHON ?= python3
+VENV ?= .venv
+REFERENCE ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fastopt-installed
+
+.PHONY: install test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,cuda,plot]" $(REFERENCE)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The whole suite on every CPU backend, then the CUDA tests under Numba's simulator.
+test: install
+	$(PY) -m pytest
+	FASTOPT_BACKEND=numpy $(PY) -m pytest -q tests/test_optim_reference.py
+
+bench: install
+	$(VENV)/bin/fastopt bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

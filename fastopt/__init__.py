@@ -1,0 +1,18 @@
+"""fastopt: fused, in-place optimizer and batch-norm kernels for NumPy arrays.
+
+Backends: "numba" (CPU, default), "c" (cffi), "numpy" (the reference); choose with
+``backend=`` or the ``FASTOPT_BACKEND`` environment variable.
+"""
+
+from . import functional
+from .backends import available_backends
+from .grads import all_finite, clip_grad_norm_, global_norm
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Optimizer",
+    "functional", "available_backends",
+    "global_norm", "clip_grad_norm_", "all_finite",
+]

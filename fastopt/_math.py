@@ -1,0 +1,213 @@
+"""Per-element optimizer maths: the one source that every compiled target uses.
+
+Each ``*_update`` function (built by :func:`element_functions` for a target) maps
+one element (param, grad, up to three state values) to its new values. They are plain
+Python with no NumPy calls, so that Numba compiles the very same text for the CPU (``numba.njit``) and for CUDA (``cuda.jit(device=True)``);
+the NumPy reference in :mod:`fastopt.reference` is written independently and serves
+as the oracle for them.
+
+Calling convention, shared by all four rules::
+
+    update(p, g, s0, s1, s2, h, f) -> (p, s0, s1, s2)
+
+* ``h`` is a tuple of ``HYPER_LEN`` scalars *in the array's dtype*, laid out as the
+  index constants below say, and packed on the host by the ``*_hyper`` functions
+  (step-dependent scalars are computed there once per step in float64, then cast).
+  Every constant an update needs (even zero) comes from ``h``, so that no Python
+  float turns a float32 loop into a float64 loop.
+* ``f`` is a tuple of booleans, the structural flags (which state arrays exist).
+  The drivers pass them as compile-time constants, so their branches vanish.
+* ``maximize`` and ``grad_scale`` are folded into one signed divisor ``h[SCALE]``:
+  ``g / -s == -(g / s)`` exactly, and ``g / 1 == g``.
+"""
+
+import math
+
+import numpy as np
+
+HYPER_LEN = 12
+
+# Gradient preparation, common to every rule.
+SCALE = 0  # signed divisor: grad_scale (or 1), negated for maximize
+WD = 1  # coupled L2 weight decay (0 for AdamW, whose decay is decoupled)
+L1 = 2  # L1 penalty: g += l1 * sign(p)
+ZERO = 3  # the constant 0 in the array's dtype
+
+# SGD
+SGD_LR, SGD_MOMENTUM, SGD_DAMPENED, SGD_FIRST = 4, 5, 6, 7
+SGD_HAS_MOMENTUM, SGD_NESTEROV = 0, 1
+
+# RMSprop
+RMS_LR, RMS_ALPHA, RMS_ONE_MINUS_ALPHA, RMS_EPS, RMS_MOMENTUM = 4, 5, 6, 7, 8
+RMS_CENTERED, RMS_HAS_MOMENTUM = 0, 1
+
+# Adam / AdamW
+ADAM_BETA1, ADAM_ONE_MINUS_BETA1, ADAM_BETA2, ADAM_ONE_MINUS_BETA2 = 4, 5, 6, 7
+ADAM_STEP_SIZE, ADAM_BC2_SQRT, ADAM_EPS, ADAM_DECAY = 8, 9, 10, 11
+ADAM_AMSGRAD = 0
+
+# Adagrad
+ADAGRAD_CLR, ADAGRAD_EPS = 4, 5
+
+# Rule ids for the dispatching ``update``; every rule's flag tuple has FLAGS_LEN entries.
+RULE_IDS = {"sgd": 0, "rmsprop": 1, "adam": 2, "adagrad": 3}
+FLAGS_LEN = 2
+
+
+def element_functions(jit):
+    """The four update functions (and their helper), each decorated with ``jit``.
+
+    ``jit`` is the target's decorator: ``numba.njit(inline="always")`` for the CPU,
+    ``numba.cuda.jit(device=True)`` for CUDA, or ``lambda f: f`` for plain Python.
+    Defining them here, rather than at module level, makes the helper calls below
+    resolve to the helper compiled for the same target.
+    Returns ``update(rule_id, p, g, s0, s1, s2, h, f)``, which dispatches on a rule id
+    from ``RULE_IDS``: with a constant id the compiler folds the other branches away.
+    (Drivers close over the id, an int, rather than over a compiled function: Numba's
+    disk cache keys a closure by its pickled cells, and a pickled dispatcher differs
+    from process to process.)
+    """
+
+    @jit
+    def prepare_grad(p, g, h):
+        """Return the gradient the rule sees: ``g/scale (+ wd*p) (+ l1*sign(p))``."""
+        zero = h[ZERO]
+        g = g / h[SCALE]
+        wd = h[WD]
+        if wd != zero:
+            g = g + wd * p
+        l1 = h[L1]
+        if l1 != zero:
+            # l1 * np.sign(p): 0 at +-0, NaN at NaN.
+            g = g + (l1 if p > zero else (-l1 if p < zero else zero * p))
+        return g
+
+    @jit
+    def sgd_update(p, g, buf, s1, s2, h, f):
+        """SGD with optional (Nesterov) momentum and dampening; ``buf`` is the momentum."""
+        g = prepare_grad(p, g, h)
+        if f[SGD_HAS_MOMENTUM]:
+            momentum = h[SGD_MOMENTUM]
+            if h[SGD_FIRST] != h[ZERO]:
+                buf = g
+            else:
+                buf = momentum * buf + h[SGD_DAMPENED] * g
+            if f[SGD_NESTEROV]:
+                g = g + momentum * buf
+            else:
+                g = buf
+        p = p - h[SGD_LR] * g
+        return p, buf, s1, s2
+
+    @jit
+    def rmsprop_update(p, g, square_avg, grad_avg, buf, h, f):
+        """RMSprop, optionally centered (``grad_avg``) and with momentum (``buf``)."""
+        g = prepare_grad(p, g, h)
+        alpha = h[RMS_ALPHA]
+        one_minus_alpha = h[RMS_ONE_MINUS_ALPHA]
+        square_avg = alpha * square_avg + one_minus_alpha * g * g
+        if f[RMS_CENTERED]:
+            grad_avg = alpha * grad_avg + one_minus_alpha * g
+            avg = math.sqrt(square_avg - grad_avg * grad_avg) + h[RMS_EPS]
+        else:
+            avg = math.sqrt(square_avg) + h[RMS_EPS]
+        if f[RMS_HAS_MOMENTUM]:
+            buf = h[RMS_MOMENTUM] * buf + g / avg
+            p = p - h[RMS_LR] * buf
+        else:
+            p = p - h[RMS_LR] * g / avg
+        return p, square_avg, grad_avg, buf
+
+    @jit
+    def adam_update(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, h, f):
+        """Adam/AdamW; ``h[ADAM_DECAY]`` is AdamW's ``1 - lr*wd`` (exactly 1 for Adam)."""
+        p = p * h[ADAM_DECAY]
+        g = prepare_grad(p, g, h)
+        exp_avg = h[ADAM_BETA1] * exp_avg + h[ADAM_ONE_MINUS_BETA1] * g
+        exp_avg_sq = h[ADAM_BETA2] * exp_avg_sq + h[ADAM_ONE_MINUS_BETA2] * g * g
+        second = exp_avg_sq
+        if f[ADAM_AMSGRAD]:
+            # torch.maximum: NaN wins (a NaN in exp_avg_sq reaches the max here).
+            if not (max_exp_avg_sq >= exp_avg_sq):
+                max_exp_avg_sq = exp_avg_sq
+            second = max_exp_avg_sq
+        denom = math.sqrt(second) / h[ADAM_BC2_SQRT] + h[ADAM_EPS]
+        p = p - h[ADAM_STEP_SIZE] * exp_avg / denom
+        return p, exp_avg, exp_avg_sq, max_exp_avg_sq
+
+    @jit
+    def adagrad_update(p, g, state_sum, s1, s2, h, f):
+        """Adagrad with the decayed learning rate ``clr`` computed on the host."""
+        g = prepare_grad(p, g, h)
+        state_sum = state_sum + g * g
+        std = math.sqrt(state_sum) + h[ADAGRAD_EPS]
+        p = p - h[ADAGRAD_CLR] * g / std
+        return p, state_sum, s1, s2
+
+    @jit
+    def update(rule, p, g, s0, s1, s2, h, f):
+        if rule == 0:
+            return sgd_update(p, g, s0, s1, s2, h, f)
+        if rule == 1:
+            return rmsprop_update(p, g, s0, s1, s2, h, f)
+        if rule == 2:
+            return adam_update(p, g, s0, s1, s2, h, f)
+        return adagrad_update(p, g, s0, s1, s2, h, f)
+
+    return update
+
+
+# ---------------------------------------------------------------------------
+# Host side: per-step scalars, computed in float64 and cast once to the dtype.
+
+
+def _pack(dtype, values):
+    h = np.zeros(HYPER_LEN, dtype=np.float64)
+    for index, value in values.items():
+        h[index] = value
+    return h.astype(dtype)
+
+
+def _grad_prep(grad_scale, maximize, weight_decay, l1):
+    scale = 1.0 if grad_scale is None else float(grad_scale)
+    return {SCALE: -scale if maximize else scale, WD: weight_decay, L1: l1, ZERO: 0.0}
+
+
+def sgd_hyper(dtype, *, lr, momentum, dampening, first, weight_decay, l1, maximize, grad_scale):
+    """Scalars for :func:`sgd_update`; ``first`` marks the step that seeds the momentum."""
+    values = _grad_prep(grad_scale, maximize, weight_decay, l1)
+    values.update({SGD_LR: lr, SGD_MOMENTUM: momentum, SGD_DAMPENED: 1.0 - dampening,
+                   SGD_FIRST: 1.0 if first else 0.0})
+    return _pack(dtype, values)
+
+
+def rmsprop_hyper(dtype, *, lr, alpha, eps, momentum, weight_decay, l1, maximize, grad_scale):
+    """Scalars for :func:`rmsprop_update`."""
+    values = _grad_prep(grad_scale, maximize, weight_decay, l1)
+    values.update({RMS_LR: lr, RMS_ALPHA: alpha, RMS_ONE_MINUS_ALPHA: 1.0 - alpha,
+                   RMS_EPS: eps, RMS_MOMENTUM: momentum})
+    return _pack(dtype, values)
+
+
+def adam_hyper(dtype, *, step, lr, beta1, beta2, eps, weight_decay, decoupled, l1, maximize,
+               grad_scale):
+    """Scalars for :func:`adam_update` at step ``step`` (1-based, already incremented)."""
+    bias_correction1 = 1.0 - beta1 ** step
+    bias_correction2 = 1.0 - beta2 ** step
+    values = _grad_prep(grad_scale, maximize, 0.0 if decoupled else weight_decay, l1)
+    values.update({
+        ADAM_BETA1: beta1, ADAM_ONE_MINUS_BETA1: 1.0 - beta1,
+        ADAM_BETA2: beta2, ADAM_ONE_MINUS_BETA2: 1.0 - beta2,
+        ADAM_STEP_SIZE: lr / bias_correction1,
+        ADAM_BC2_SQRT: math.sqrt(bias_correction2),
+        ADAM_EPS: eps,
+        ADAM_DECAY: 1.0 - lr * weight_decay if decoupled else 1.0,
+    })
+    return _pack(dtype, values)
+
+
+def adagrad_hyper(dtype, *, step, lr, lr_decay, eps, weight_decay, l1, maximize, grad_scale):
+    """Scalars for :func:`adagrad_update` at step ``step`` (1-based, already incremented)."""
+    values = _grad_prep(grad_scale, maximize, weight_decay, l1)
+    values.update({ADAGRAD_CLR: lr / (1.0 + (step - 1) * lr_decay), ADAGRAD_EPS: eps})
+    return _pack(dtype, values)

@@ -1,0 +1,73 @@
+"""The four update rules, described once for every backend.
+
+A rule ties together the name of its per-element function in
+:func:`fastopt._math.element_functions`, how its
+per-step scalars are packed, which structural flags select a compiled variant, and
+which named state array sits in each of the kernel's three state slots.
+Backends receive a rule's name and its named hyperparameters (the keyword arguments
+of the matching function in :mod:`fastopt.reference`), and nothing else.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import _math
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One optimizer update rule (see :mod:`fastopt._math` for the calling convention)."""
+
+    name: str
+    pack: Callable  # (dtype, hyper kwargs) -> hyper vector in dtype
+    flags: Callable  # hyper kwargs -> tuple of _math.FLAGS_LEN structural booleans
+    slots: Callable  # flags -> three state names (None where the slot is unused)
+
+
+def _sgd_pack(dtype, kw):
+    return _math.sgd_hyper(
+        dtype, lr=kw["lr"], momentum=kw["momentum"], dampening=kw["dampening"],
+        first=kw["first"], weight_decay=kw["weight_decay"], l1=kw["l1"],
+        maximize=kw["maximize"], grad_scale=kw["grad_scale"])
+
+
+def _rmsprop_pack(dtype, kw):
+    return _math.rmsprop_hyper(
+        dtype, lr=kw["lr"], alpha=kw["alpha"], eps=kw["eps"], momentum=kw["momentum"],
+        weight_decay=kw["weight_decay"], l1=kw["l1"], maximize=kw["maximize"],
+        grad_scale=kw["grad_scale"])
+
+
+def _adam_pack(dtype, kw):
+    return _math.adam_hyper(
+        dtype, step=kw["step"], lr=kw["lr"], beta1=kw["beta1"], beta2=kw["beta2"],
+        eps=kw["eps"], weight_decay=kw["weight_decay"], decoupled=kw["decoupled"],
+        l1=kw["l1"], maximize=kw["maximize"], grad_scale=kw["grad_scale"])
+
+
+def _adagrad_pack(dtype, kw):
+    return _math.adagrad_hyper(
+        dtype, step=kw["step"], lr=kw["lr"], lr_decay=kw["lr_decay"], eps=kw["eps"],
+        weight_decay=kw["weight_decay"], l1=kw["l1"], maximize=kw["maximize"],
+        grad_scale=kw["grad_scale"])
+
+
+RULES = {
+    "sgd": Rule(
+        "sgd", _sgd_pack,
+        flags=lambda kw: (kw["momentum"] != 0, bool(kw["nesterov"])),
+        slots=lambda f: ("momentum_buffer" if f[0] else None, None, None)),
+    "rmsprop": Rule(
+        "rmsprop", _rmsprop_pack,
+        flags=lambda kw: (bool(kw["centered"]), kw["momentum"] > 0),
+        slots=lambda f: ("square_avg", "grad_avg" if f[0] else None,
+                         "momentum_buffer" if f[1] else None)),
+    "adam": Rule(
+        "adam", _adam_pack,
+        flags=lambda kw: (bool(kw["amsgrad"]), False),
+        slots=lambda f: ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if f[0] else None)),
+    "adagrad": Rule(
+        "adagrad", _adagrad_pack,
+        flags=lambda kw: (False, False),
+        slots=lambda f: ("sum", None, None)),
+}

@@ -1,0 +1,92 @@
+"""Argument checks shared by every backend, run before anything is written."""
+
+import math
+import numbers
+
+import numpy as np
+
+from ._tensorset import memory_order
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def param(array, where):
+    """Refuse anything but a writable, contiguous float32/float64 ndarray."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{where} must be a NumPy array, got {type(array).__name__}")
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{where} must be float32 or float64, got {array.dtype}")
+    if not array.flags.writeable:
+        raise ValueError(f"{where} is read-only; fastopt updates arrays in place")
+    if not (array.flags.c_contiguous or array.flags.f_contiguous):
+        raise ValueError(f"{where} is not contiguous (a strided view); pass a contiguous "
+                         "array, or copy it and write the result back yourself")
+    return array
+
+
+def flat_grad(grad, like, where):
+    """``grad`` checked against its param ``like``, as 1-D in the param's memory order."""
+    if not isinstance(grad, np.ndarray):
+        raise TypeError(f"{where} must be a NumPy array, got {type(grad).__name__}")
+    if grad.dtype != like.dtype:
+        raise TypeError(f"{where} has dtype {grad.dtype} but its param has {like.dtype}; "
+                        "fastopt does not cast gradients")
+    if grad.shape != like.shape:
+        raise ValueError(f"{where} has shape {grad.shape} but its param has {like.shape}")
+    return grad.ravel(order=memory_order(like))
+
+
+def state(array, like, where):
+    """A caller-supplied state array: a param-like array of the param's shape and dtype."""
+    param(array, where)
+    if array.shape != like.shape or array.dtype != like.dtype:
+        raise ValueError(f"{where} must have shape {like.shape} and dtype {like.dtype}, "
+                         f"got {array.shape} {array.dtype}")
+    if memory_order(array) != memory_order(like) and array.ndim > 1 and array.size > 1:
+        raise ValueError(f"{where} must have its param's memory order "
+                         f"({memory_order(like)})")
+    return array
+
+
+def real(value, name):
+    """A real, finite number as a Python float."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating,
+                                                         np.integer)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def nonnegative(value, name):
+    """A finite number >= 0."""
+    value = real(value, name)
+    if value < 0.0:
+        raise ValueError(f"Invalid {name}: {value} (must be >= 0)")
+    return value
+
+
+def unit_interval(value, name):
+    """A number in [0, 1)."""
+    value = real(value, name)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"Invalid {name}: {value} (must be in [0, 1))")
+    return value
+
+
+def grad_scale(value):
+    """``None``, or a finite positive divisor for every gradient."""
+    if value is None:
+        return None
+    value = real(value, "grad_scale")
+    if value <= 0.0:
+        raise ValueError(f"grad_scale must be > 0, got {value}")
+    return value
+
+
+def boolean(value, name):
+    """A Python or NumPy boolean."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)

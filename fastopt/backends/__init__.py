@@ -1,0 +1,80 @@
+"""The backend registry: which implementation runs a kernel.
+
+Precedence: the ``backend=`` argument, then the ``FASTOPT_BACKEND`` environment
+variable, then the default (``"numba"`` when Numba is installed, else ``"c"`` when the
+compiled extension is present, else ``"numpy"``). Backends are imported on first use,
+so ``import fastopt`` stays fast and works without Numba.
+"""
+
+import importlib
+import importlib.util
+import os
+
+_MODULES = {
+    "numba": "fastopt.backends.numba_cpu",
+    "c": "fastopt.backends.c_ffi",
+    "numpy": "fastopt.backends.numpy_ref",
+}
+NAMES = tuple(_MODULES)
+_loaded = {}
+_failures = {}
+
+
+def _load(name):
+    backend = _loaded.get(name)
+    if backend is None:
+        if name in _failures:
+            raise RuntimeError(f"backend {name!r} is not available here: {_failures[name]}")
+        try:
+            backend = _loaded[name] = importlib.import_module(_MODULES[name]).BACKEND
+        except ImportError as error:
+            _failures[name] = error
+            raise RuntimeError(f"backend {name!r} is not available here: {error}") from error
+    return backend
+
+
+def _installed(name):
+    if name == "numba":
+        return importlib.util.find_spec("numba") is not None
+    if name == "c":
+        return importlib.util.find_spec("fastopt._fastopt_c") is not None
+    return True
+
+
+def default_backend():
+    """The backend used when neither the argument nor FASTOPT_BACKEND names one."""
+    for name in ("numba", "c"):
+        if _installed(name) and name not in _failures:
+            return name
+    return "numpy"
+
+
+def resolve_name(backend=None):
+    """The backend name that applies: argument, then FASTOPT_BACKEND, then default."""
+    name = backend if backend is not None else os.environ.get("FASTOPT_BACKEND") or None
+    if name is None:
+        return default_backend()
+    if not isinstance(name, str) or name not in NAMES:
+        source = "backend" if backend is not None else "FASTOPT_BACKEND"
+        raise ValueError(f"{source} must be one of {', '.join(map(repr, NAMES))}; "
+                         f"got {name!r}")
+    return name
+
+
+def get_backend(backend=None):
+    """The backend object for a name (or for the default, see :func:`resolve_name`)."""
+    return _load(resolve_name(backend))
+
+
+def available_backends():
+    """The names of the backends that load on this machine, in order of preference."""
+    names = []
+    for name in NAMES:
+        if not _installed(name):
+            continue
+        try:
+            _load(name)
+        except RuntimeError:
+            continue
+        names.append(name)
+    return names

@@ -1,0 +1,55 @@
+"""Address and chunk tables: how a compiled kernel reaches many tensors in one call.
+
+A kernel gets an ``(n_tensors, 5)`` int64 table of data addresses (param, grad and
+three state slots, 0 where a slot is unused) and an ``(n_chunks, 3)`` int64 table of
+``(tensor, start, stop)`` element ranges. Chunks have a fixed size, so the work of a
+group of very unequal tensors spreads evenly over threads, and a chunk's elements are
+contiguous in memory.
+"""
+
+import numpy as np
+
+CHUNK = 1 << 15  # elements per chunk: 128 KiB of float32, a comfortable L2 slice
+PARAM, GRAD = 0, 1
+SLOT0 = 2
+
+
+def address(array):
+    """The data address of an array (0 for an empty one)."""
+    return array.__array_interface__["data"][0] if array.size else 0
+
+
+def chunk_table(sizes, chunk=CHUNK):
+    """``(tensor, start, stop)`` rows covering every element of every tensor once."""
+    rows = []
+    for t, size in enumerate(sizes):
+        for start in range(0, int(size), chunk):
+            rows.append((t, start, min(start + chunk, int(size))))
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def optim_tables(tensors, slots):
+    """The (cached) address and chunk tables of a TensorSet for the given state slots."""
+    key = ("tables", slots)
+    tables = tensors.cache.get(key)
+    if tables is None:
+        addresses = np.zeros((len(tensors.params), SLOT0 + 3), dtype=np.int64)
+        addresses[:, PARAM] = [address(p) for p in tensors.params]
+        for column, name in enumerate(slots, start=SLOT0):
+            if name is not None:
+                addresses[:, column] = [address(s) for s in tensors.states[name]]
+        tables = tensors.cache[key] = (addresses, chunk_table(tensors.sizes))
+    return tables
+
+
+def with_grads(addresses, grads):
+    """Write this step's gradient addresses into the table (in place) and return it."""
+    addresses[:, GRAD] = [address(g) for g in grads]
+    return addresses
+
+
+def read_tables(arrays):
+    """Address and chunk tables for a list of contiguous 1-D arrays (reductions)."""
+    addresses = np.array([address(a) for a in arrays], dtype=np.int64).reshape(-1, 1)
+    sizes = np.array([a.size for a in arrays], dtype=np.int64)
+    return addresses, chunk_table(sizes)

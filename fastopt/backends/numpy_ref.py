@@ -1,0 +1,34 @@
+"""The ``"numpy"`` backend: :mod:`fastopt.reference`, one tensor at a time."""
+
+import numpy as np
+
+from .. import reference
+from .._rules import RULES
+
+
+class NumpyBackend:
+    """The plain NumPy reference behind the backend interface (slow, exact)."""
+
+    name = "numpy"
+
+    def optim_step(self, rule_name, tensors, grads, hyper):
+        """Apply one step of rule ``rule_name`` to every tensor of ``tensors``."""
+        rule = RULES[rule_name]
+        slots = rule.slots(rule.flags(hyper))
+        update = getattr(reference, rule_name)
+        for i, (p, g) in enumerate(zip(tensors.params, grads)):
+            states = [tensors.states[name][i] if name else None for name in slots]
+            if rule_name in ("sgd", "adagrad"):
+                states = states[:1]
+            update(p, g, *states, **hyper)
+
+    def chunk_sums_of_squares(self, arrays):
+        """Float64 sums of squares, one per array (the reference needs no chunking)."""
+        return np.array([np.sum(np.square(a, dtype=np.float64)) for a in arrays])
+
+    def all_finite(self, arrays):
+        """Whether every element of every array is finite."""
+        return all(bool(np.isfinite(a).all()) for a in arrays)
+
+
+BACKEND = NumpyBackend()

@@ -1,0 +1,98 @@
+"""Plain NumPy implementations: the test oracle, and the ``"numpy"`` backend.
+
+Written for reading, not for speed. Every function updates its arrays in place and
+follows DESIGN section 3 (torch.optim's maths, plus L1). Arithmetic runs in the
+arrays' dtype; scalars that depend on the step are computed in float64 and cast once,
+exactly as the compiled kernels do, so that the kernels can be compared to this
+module with tight tolerances.
+"""
+
+import math
+
+import numpy as np
+
+
+def _prepared_grad(p, g, *, weight_decay, l1, maximize, grad_scale):
+    """The gradient the update rule sees (a new array; ``g`` is not modified)."""
+    cast = p.dtype.type
+    if grad_scale is not None:
+        g = g / cast(grad_scale)
+    if maximize:
+        g = -g
+    if weight_decay != 0:
+        g = g + cast(weight_decay) * p
+    if l1 != 0:
+        g = g + cast(l1) * np.sign(p)
+    return g
+
+
+def sgd(p, g, momentum_buffer, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
+        weight_decay=0.0, l1=0.0, maximize=False, first=False, grad_scale=None):
+    """One SGD step; ``first`` seeds the momentum buffer with the gradient."""
+    cast = p.dtype.type
+    g = _prepared_grad(p, g, weight_decay=weight_decay, l1=l1, maximize=maximize,
+                       grad_scale=grad_scale)
+    if momentum != 0:
+        if first:
+            momentum_buffer[...] = g
+        else:
+            momentum_buffer[...] = (cast(momentum) * momentum_buffer
+                                    + cast(1.0 - dampening) * g)
+        if nesterov:
+            g = g + cast(momentum) * momentum_buffer
+        else:
+            g = momentum_buffer
+    p -= cast(lr) * g
+
+
+def rmsprop(p, g, square_avg, grad_avg, momentum_buffer, *, lr, alpha=0.99, eps=1e-8,
+            momentum=0.0, centered=False, weight_decay=0.0, l1=0.0, maximize=False,
+            grad_scale=None):
+    """One RMSprop step; ``grad_avg`` is used when centered, the buffer with momentum."""
+    cast = p.dtype.type
+    g = _prepared_grad(p, g, weight_decay=weight_decay, l1=l1, maximize=maximize,
+                       grad_scale=grad_scale)
+    square_avg[...] = cast(alpha) * square_avg + cast(1.0 - alpha) * g * g
+    if centered:
+        grad_avg[...] = cast(alpha) * grad_avg + cast(1.0 - alpha) * g
+        avg = np.sqrt(square_avg - grad_avg * grad_avg) + cast(eps)
+    else:
+        avg = np.sqrt(square_avg) + cast(eps)
+    if momentum > 0:
+        momentum_buffer[...] = cast(momentum) * momentum_buffer + g / avg
+        p -= cast(lr) * momentum_buffer
+    else:
+        p -= cast(lr) * g / avg
+
+
+def adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.999,
+         eps=1e-8, weight_decay=0.0, decoupled=False, amsgrad=False, l1=0.0,
+         maximize=False, grad_scale=None):
+    """One Adam (``decoupled=False``) or AdamW (``decoupled=True``) step number ``step``."""
+    cast = p.dtype.type
+    if decoupled:
+        p *= cast(1.0 - lr * weight_decay)
+    g = _prepared_grad(p, g, weight_decay=0.0 if decoupled else weight_decay, l1=l1,
+                       maximize=maximize, grad_scale=grad_scale)
+    exp_avg[...] = cast(beta1) * exp_avg + cast(1.0 - beta1) * g
+    exp_avg_sq[...] = cast(beta2) * exp_avg_sq + cast(1.0 - beta2) * g * g
+    bias_correction1 = 1.0 - beta1 ** step
+    bias_correction2 = 1.0 - beta2 ** step
+    step_size = cast(lr / bias_correction1)
+    second = exp_avg_sq
+    if amsgrad:
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        second = max_exp_avg_sq
+    denom = np.sqrt(second) / cast(math.sqrt(bias_correction2)) + cast(eps)
+    p -= step_size * exp_avg / denom
+
+
+def adagrad(p, g, state_sum, *, step, lr, lr_decay=0.0, eps=1e-10, weight_decay=0.0,
+            l1=0.0, maximize=False, grad_scale=None):
+    """One Adagrad step number ``step`` (the sum starts at initial_accumulator_value)."""
+    cast = p.dtype.type
+    g = _prepared_grad(p, g, weight_decay=weight_decay, l1=l1, maximize=maximize,
+                       grad_scale=grad_scale)
+    clr = lr / (1.0 + (step - 1) * lr_decay)
+    state_sum += g * g
+    p -= cast(clr) * g / (np.sqrt(state_sum) + cast(eps))

@@ -1,0 +1,161 @@
+"""Bad input: a clear TypeError/ValueError, and params and state exactly as they were."""
+
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import functional
+
+
+def fresh():
+    params = [np.ones((3, 4), np.float32), np.ones(5, np.float32)]
+    opt = fastopt.Adam(params, lr=0.1)
+    opt.step([np.ones((3, 4), np.float32), np.ones(5, np.float32)])
+    return params, opt
+
+
+def snapshot(params, opt):
+    return [p.copy() for p in params], {k: np.copy(v) for k, v in opt.state_dict().items()}
+
+
+def assert_same(params, opt, snap):
+    for p, q in zip(params, snap[0]):
+        np.testing.assert_array_equal(p, q)
+    now = opt.state_dict()
+    for k, v in snap[1].items():
+        np.testing.assert_array_equal(now[k], v)
+
+
+GOOD = [np.ones((3, 4), np.float32), np.ones(5, np.float32)]
+BAD_GRADS = [
+    ([np.ones((3, 4), np.float32)], ValueError, "expected 2 grads"),
+    (GOOD + [np.ones(1, np.float32)], ValueError, "expected 2 grads"),
+    ([np.ones((4, 3), np.float32), GOOD[1]], ValueError, "shape"),
+    ([GOOD[0], np.ones(5, np.float64)], TypeError, "dtype"),
+    ([GOOD[0], np.ones(5, np.int32)], TypeError, "dtype"),
+    ([GOOD[0], [1.0] * 5], TypeError, "NumPy array"),
+    ({"a": GOOD[0]}, TypeError, "dict"),
+    (GOOD[0], TypeError, "list"),
+]
+
+
+@pytest.mark.parametrize("grads,error,match", BAD_GRADS)
+def test_bad_grads_refused_before_any_write(grads, error, match):
+    params, opt = fresh()
+    snap = snapshot(params, opt)
+    with pytest.raises(error, match=match):
+        opt.step(grads)
+    assert_same(params, opt, snap)
+    assert opt.steps == 1
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, np.nan, np.inf, "2"])
+def test_bad_grad_scale(scale):
+    params, opt = fresh()
+    snap = snapshot(params, opt)
+    with pytest.raises((ValueError, TypeError), match="grad_scale"):
+        opt.step([np.ones((3, 4), np.float32), np.ones(5, np.float32)], grad_scale=scale)
+    assert_same(params, opt, snap)
+
+
+def test_bad_schedule_value_refused_before_any_write():
+    params = [np.ones(3)]
+    opt = fastopt.SGD(params, lr=lambda step: 0.1 if step == 0 else float("nan"))
+    opt.step([np.ones(3)])
+    before = params[0].copy()
+    with pytest.raises(ValueError, match="learning rate"):
+        opt.step([np.ones(3)])
+    np.testing.assert_array_equal(params[0], before)
+
+
+def test_second_group_error_leaves_first_group_untouched():
+    a, b = np.ones(3), np.ones(3)
+    opt = fastopt.SGD([{"params": [a]}, {"params": [b]}], lr=0.1)
+    opt.param_groups[1]["lr"] = -1.0
+    with pytest.raises(ValueError, match="learning rate"):
+        opt.step([np.ones(3), np.ones(3)])
+    np.testing.assert_array_equal(a, np.ones(3))
+
+
+BAD_PARAMS = [
+    ([], ValueError, "empty parameter list"),
+    ([np.ones(3, np.int64)], TypeError, "float32 or float64"),
+    ([np.ones(3, np.float16)], TypeError, "float32 or float64"),
+    ([[1.0, 2.0]], TypeError, "NumPy array"),
+    (np.ones(3), TypeError, "single array"),
+    ([np.ones((4, 4))[:, ::2]], ValueError, "not contiguous"),
+    ("weights", TypeError, "params must be"),
+]
+
+
+@pytest.mark.parametrize("params,error,match", BAD_PARAMS)
+def test_bad_params(params, error, match):
+    with pytest.raises(error, match=match):
+        fastopt.Adam(params)
+
+
+def test_read_only_param_refused():
+    p = np.ones(3)
+    p.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        fastopt.SGD([p])
+
+
+def test_duplicate_param_refused():
+    p = np.ones(3)
+    with pytest.raises(ValueError, match="more than once"):
+        fastopt.SGD([p, p])
+
+
+HYPER = [
+    (fastopt.SGD, dict(lr=-0.1), "learning rate"),
+    (fastopt.SGD, dict(momentum=-0.5), "momentum"),
+    (fastopt.SGD, dict(nesterov=True), "nesterov"),
+    (fastopt.SGD, dict(nesterov=True, momentum=0.9, dampening=0.1), "nesterov"),
+    (fastopt.SGD, dict(weight_decay=-1.0), "weight_decay"),
+    (fastopt.SGD, dict(l1=-1.0), "l1"),
+    (fastopt.Adam, dict(betas=(1.0, 0.999)), "beta"),
+    (fastopt.Adam, dict(betas=(0.9, -0.1)), "beta"),
+    (fastopt.Adam, dict(betas=(0.9,)), "betas"),
+    (fastopt.Adam, dict(eps=-1e-8), "eps"),
+    (fastopt.AdamW, dict(weight_decay=-0.01), "weight_decay"),
+    (fastopt.RMSprop, dict(alpha=-0.1), "alpha"),
+    (fastopt.RMSprop, dict(momentum=-0.1), "momentum"),
+    (fastopt.Adagrad, dict(lr_decay=-0.1), "lr_decay"),
+    (fastopt.Adagrad, dict(initial_accumulator_value=-1.0), "initial_accumulator_value"),
+    (fastopt.Adam, dict(lr=float("nan")), "lr"),
+    (fastopt.Adam, dict(amsgrad="yes"), "amsgrad"),
+    (fastopt.Adam, dict(backend="gpu"), "backend"),
+]
+
+
+@pytest.mark.parametrize("cls,kw,match", HYPER)
+def test_invalid_hyperparameters(cls, kw, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        cls([np.ones(3)], **kw)
+
+
+def test_unknown_group_option():
+    with pytest.raises(ValueError, match="unknown"):
+        fastopt.SGD([{"params": [np.ones(3)], "learning_rate": 0.1}])
+
+
+def test_dict_grads_must_match_keys():
+    params = {"w": np.ones(3), "b": np.ones(2)}
+    opt = fastopt.SGD(params, lr=0.1)
+    with pytest.raises(ValueError, match="missing"):
+        opt.step({"w": np.ones(3)})
+    with pytest.raises(ValueError, match="unexpected"):
+        opt.step({"w": np.ones(3), "b": np.ones(2), "c": np.ones(1)})
+    np.testing.assert_array_equal(params["w"], np.ones(3))
+
+
+def test_functional_refuses_missing_state_and_bad_step():
+    p, g = np.ones(3), np.ones(3)
+    with pytest.raises(ValueError, match="momentum_buffer"):
+        functional.sgd_(p, g, lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="step"):
+        functional.adam_(p, g, np.zeros(3), np.zeros(3), step=0, lr=0.1)
+    with pytest.raises(ValueError, match="exp_avg"):
+        functional.adam_(p, g, np.zeros(4), np.zeros(3), step=1, lr=0.1)
+    np.testing.assert_array_equal(p, np.ones(3))
