@@ -15,7 +15,8 @@ Calling convention, shared by all four rules::
   (step-dependent scalars are computed there once per step in float64, then cast).
   Every constant an update needs (even zero) comes from ``h``, so that no Python
   float turns a float32 loop into a float64 loop.
-* ``f`` is a tuple of booleans, the structural flags (which state arrays exist).
+* ``f`` is a tuple of ``FLAGS_LEN`` booleans, the structural flags (which state arrays
+  exist, whether a grad_scale divides).
   The drivers pass them as compile-time constants, so their branches vanish.
 * ``maximize`` and ``grad_scale`` are folded into one signed divisor ``h[SCALE]``:
   ``g / -s == -(g / s)`` exactly, and ``g / 1 == g``.
@@ -51,7 +52,8 @@ ADAGRAD_CLR, ADAGRAD_EPS = 4, 5
 
 # Rule ids for the dispatching ``update``; every rule's flag tuple has FLAGS_LEN entries.
 RULE_IDS = {"sgd": 0, "rmsprop": 1, "adam": 2, "adagrad": 3}
-FLAGS_LEN = 2
+FLAGS_LEN = 3
+SCALED = 2  # flag common to all rules: a grad_scale was given (else SCALE is +-1)
 
 
 def element_functions(jit):
@@ -69,10 +71,12 @@ def element_functions(jit):
     """
 
     @jit
-    def prepare_grad(p, g, h):
+    def prepare_grad(p, g, h, f):
         """Return the gradient the rule sees: ``g/scale (+ wd*p) (+ l1*sign(p))``."""
         zero = h[ZERO]
-        g = g / h[SCALE]
+        # Without a grad_scale, SCALE is +-1 and a multiply is exact and much cheaper
+        # than a vector division (which would make Adam compute-bound on AVX2).
+        g = g / h[SCALE] if f[SCALED] else g * h[SCALE]
         wd = h[WD]
         if wd != zero:
             g = g + wd * p
@@ -85,7 +89,7 @@ def element_functions(jit):
     @jit
     def sgd_update(p, g, buf, s1, s2, h, f):
         """SGD with optional (Nesterov) momentum and dampening; ``buf`` is the momentum."""
-        g = prepare_grad(p, g, h)
+        g = prepare_grad(p, g, h, f)
         if f[SGD_HAS_MOMENTUM]:
             momentum = h[SGD_MOMENTUM]
             if h[SGD_FIRST] != h[ZERO]:
@@ -102,7 +106,7 @@ def element_functions(jit):
     @jit
     def rmsprop_update(p, g, square_avg, grad_avg, buf, h, f):
         """RMSprop, optionally centered (``grad_avg``) and with momentum (``buf``)."""
-        g = prepare_grad(p, g, h)
+        g = prepare_grad(p, g, h, f)
         alpha = h[RMS_ALPHA]
         one_minus_alpha = h[RMS_ONE_MINUS_ALPHA]
         square_avg = alpha * square_avg + one_minus_alpha * g * g
@@ -122,7 +126,7 @@ def element_functions(jit):
     def adam_update(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, h, f):
         """Adam/AdamW; ``h[ADAM_DECAY]`` is AdamW's ``1 - lr*wd`` (exactly 1 for Adam)."""
         p = p * h[ADAM_DECAY]
-        g = prepare_grad(p, g, h)
+        g = prepare_grad(p, g, h, f)
         exp_avg = h[ADAM_BETA1] * exp_avg + h[ADAM_ONE_MINUS_BETA1] * g
         exp_avg_sq = h[ADAM_BETA2] * exp_avg_sq + h[ADAM_ONE_MINUS_BETA2] * g * g
         second = exp_avg_sq
@@ -138,7 +142,7 @@ def element_functions(jit):
     @jit
     def adagrad_update(p, g, state_sum, s1, s2, h, f):
         """Adagrad with the decayed learning rate ``clr`` computed on the host."""
-        g = prepare_grad(p, g, h)
+        g = prepare_grad(p, g, h, f)
         state_sum = state_sum + g * g
         std = math.sqrt(state_sum) + h[ADAGRAD_EPS]
         p = p - h[ADAGRAD_CLR] * g / std

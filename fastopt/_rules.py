@@ -52,22 +52,26 @@ def _adagrad_pack(dtype, kw):
         grad_scale=kw["grad_scale"])
 
 
+def _scaled(kw):
+    return kw["grad_scale"] is not None
+
+
 RULES = {
     "sgd": Rule(
         "sgd", _sgd_pack,
-        flags=lambda kw: (kw["momentum"] != 0, bool(kw["nesterov"])),
+        flags=lambda kw: (kw["momentum"] != 0, bool(kw["nesterov"]), _scaled(kw)),
         slots=lambda f: ("momentum_buffer" if f[0] else None, None, None)),
     "rmsprop": Rule(
         "rmsprop", _rmsprop_pack,
-        flags=lambda kw: (bool(kw["centered"]), kw["momentum"] > 0),
+        flags=lambda kw: (bool(kw["centered"]), kw["momentum"] > 0, _scaled(kw)),
         slots=lambda f: ("square_avg", "grad_avg" if f[0] else None,
                          "momentum_buffer" if f[1] else None)),
     "adam": Rule(
         "adam", _adam_pack,
-        flags=lambda kw: (bool(kw["amsgrad"]), False),
+        flags=lambda kw: (bool(kw["amsgrad"]), False, _scaled(kw)),
         slots=lambda f: ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if f[0] else None)),
     "adagrad": Rule(
         "adagrad", _adagrad_pack,
-        flags=lambda kw: (False, False),
+        flags=lambda kw: (False, False, _scaled(kw)),
         slots=lambda f: ("sum", None, None)),
 }

@@ -1,0 +1,356 @@
+"""The benchmark behind ``fastopt bench``: every kernel against the memory roofline,
+the NumPy reference and torch, side by side in one process.
+
+Method. For each case (kernel x size) every method gets its own arrays and one
+warm-up call; then the methods are timed in interleaved rounds (round r times method
+A, B, C, ... once each), so that drifts of a shared machine touch them all alike.
+We report the minimum and the median over rounds. The roofline of a case is a
+*null kernel* with the same access pattern (for Adam: read p, g, m, v and write
+p, m, v with trivial arithmetic) timed in the same rounds; a kernel's fraction of the
+roofline is ``null time / kernel time`` (both minima).
+"""
+
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+import fastopt
+from fastopt import backends
+
+# kernel name -> (fastopt class, kwargs, torch class, torch kwargs, state arrays)
+OPTIMIZERS = {
+    "sgd_momentum": ("SGD", dict(lr=1e-3, momentum=0.9), dict(fused=True), 1),
+    "rmsprop": ("RMSprop", dict(lr=1e-3), dict(foreach=True), 1),
+    "adam": ("Adam", dict(lr=1e-3), dict(fused=True), 2),
+    "amsgrad": ("Adam", dict(lr=1e-3, amsgrad=True), dict(fused=True), 3),
+    "adamw": ("AdamW", dict(lr=1e-3), dict(fused=True), 2),
+    "adagrad": ("Adagrad", dict(lr=1e-3), dict(fused=True), 1),
+}
+
+QUICK_SIZES = {"1M": 1 << 20, "16M": 1 << 24}
+FULL_SIZES = {"1M": 1 << 20, "64M": 1 << 26}
+
+
+def resnet50_shapes():
+    """The 161 parameter shapes of torchvision's ResNet-50 (25,557,032 parameters)."""
+    shapes = [(64, 3, 7, 7), (64,), (64,)]
+    in_ch = 64
+    for width, blocks in zip((64, 128, 256, 512), (3, 4, 6, 3)):
+        for b in range(blocks):
+            shapes += [(width, in_ch, 1, 1), (width,), (width,),
+                       (width, width, 3, 3), (width,), (width,),
+                       (4 * width, width, 1, 1), (4 * width,), (4 * width,)]
+            if b == 0:
+                shapes += [(4 * width, in_ch, 1, 1), (4 * width,), (4 * width,)]
+            in_ch = 4 * width
+    return shapes + [(1000, 2048), (1000,)]
+
+
+def mlp_shapes(sizes=(784, 256, 256, 10)):
+    """Weights and biases of a fully connected network (784-256-256-10 by default)."""
+    shapes = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        shapes += [(fan_in, fan_out), (fan_out,)]
+    return shapes
+
+
+PARAM_LISTS = {"resnet50": resnet50_shapes, "mlp": mlp_shapes}
+
+
+@dataclass
+class Case:
+    """One kernel on one problem: a list of float32 tensor shapes."""
+
+    kernel: str
+    label: str
+    shapes: list
+    bytes_per_element: int
+
+    @property
+    def elements(self):
+        return int(sum(np.prod(s, dtype=np.int64) for s in self.shapes))
+
+
+@dataclass
+class Result:
+    """Timings of one method on one case; ratios are filled in against the others."""
+
+    kernel: str
+    size: str
+    elements: int
+    tensors: int
+    method: str
+    min_ms: float
+    median_ms: float
+    gbps: float
+    roofline_fraction: float = None
+    speedup_vs_numpy: float = None
+    speedup_vs_torch: float = None
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------
+# Null kernels: the memory roofline of each access pattern.
+
+_null_kernels = {}
+
+
+def _null_kernel(n_state):
+    """A parallel kernel reading p, g and ``n_state`` state arrays and writing p and the
+    state arrays, with one add each: the same bytes as the optimizer, no maths."""
+    kernel = _null_kernels.get(n_state)
+    if kernel is None:
+        import numba
+
+        @numba.njit(parallel=True, cache=True)
+        def null1(p, g, a):
+            for i in numba.prange(p.size):
+                gi = g[i]
+                p[i] += gi
+                a[i] += gi
+
+        @numba.njit(parallel=True, cache=True)
+        def null2(p, g, a, b):
+            for i in numba.prange(p.size):
+                gi = g[i]
+                p[i] += gi
+                a[i] += gi
+                b[i] += gi
+
+        @numba.njit(parallel=True, cache=True)
+        def null3(p, g, a, b, c):
+            for i in numba.prange(p.size):
+                gi = g[i]
+                p[i] += gi
+                a[i] += gi
+                b[i] += gi
+                c[i] += gi
+
+        _null_kernels.update({1: null1, 2: null2, 3: null3})
+        kernel = _null_kernels[n_state]
+    return kernel
+
+
+def _zeros_like_shapes(shapes, rng=None):
+    if rng is None:
+        return [np.zeros(s, np.float32) for s in shapes]
+    return [rng.standard_normal(s, dtype=np.float32) * np.float32(1e-3) for s in shapes]
+
+
+def optimizer_runners(case, methods):
+    """``{method: zero-argument callable doing one step}`` for the methods available."""
+    cls_name, kwargs, torch_kwargs, n_state = OPTIMIZERS[case.kernel]
+    rng = np.random.default_rng(0)
+    runners = {}
+    for method in methods:
+        if method == "roofline":
+            n = case.elements
+            arrays = [np.zeros(n, np.float32) for _ in range(2 + n_state)]
+            kernel = _null_kernel(n_state)
+            runners[method] = lambda k=kernel, a=arrays: k(*a)
+        elif method == "torch":
+            torch = _torch()
+            if torch is None:
+                continue
+            params = [torch.from_numpy(a) for a in _zeros_like_shapes(case.shapes, rng)]
+            for p in params:
+                p.grad = torch.from_numpy(_zeros_like_shapes([tuple(p.shape)], rng)[0])
+            opt = getattr(torch.optim, cls_name)(params, **kwargs, **torch_kwargs)
+
+            def torch_step(opt=opt, torch=torch):
+                with torch.no_grad():
+                    opt.step()
+
+            runners[method] = torch_step
+        else:
+            if method not in backends.NAMES or method not in fastopt.available_backends():
+                continue
+            params = _zeros_like_shapes(case.shapes, rng)
+            grads = _zeros_like_shapes(case.shapes, rng)
+            opt = getattr(fastopt, cls_name)(params, backend=method, **kwargs)
+            runners[method] = lambda opt=opt, grads=grads: opt.step(grads)
+    return runners
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+# ---------------------------------------------------------------------------
+# Timing and reporting.
+
+
+def time_interleaved(runners, rounds):
+    """``{method: [seconds per round]}``, each method warmed up once, rounds interleaved."""
+    for run in runners.values():
+        run()
+    times = {m: [] for m in runners}
+    for _ in range(rounds):
+        for method, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[method].append(time.perf_counter() - start)
+    return times
+
+
+def summarise(case, times):
+    """Results for one case, with roofline fraction and speed-ups filled in."""
+    minima = {m: min(t) for m, t in times.items()}
+    results = []
+    for method, t in times.items():
+        best = minima[method]
+        result = Result(
+            kernel=case.kernel, size=case.label, elements=case.elements,
+            tensors=len(case.shapes), method=method, min_ms=best * 1e3,
+            median_ms=float(np.median(t)) * 1e3,
+            gbps=case.bytes_per_element * case.elements / best / 1e9)
+        if "roofline" in minima:
+            result.roofline_fraction = minima["roofline"] / best
+        if "numpy" in minima:
+            result.speedup_vs_numpy = minima["numpy"] / best
+        if "torch" in minima:
+            result.speedup_vs_torch = minima["torch"] / best
+        results.append(result)
+    return results
+
+
+KERNELS = dict(OPTIMIZERS)  # every kernel the bench knows (batch norm adds itself)
+
+
+def cases(sizes, param_lists=(), kernels=None):
+    """All cases for the chosen kernels (default: all)."""
+    return optimizer_cases(sizes, param_lists, [k for k in (kernels or KERNELS)
+                                                  if k in OPTIMIZERS])
+
+
+def optimizer_cases(sizes, param_lists=(), kernels=None):
+    """Cases for each optimizer kernel over flat sizes and named parameter lists."""
+    cases = []
+    for kernel in kernels or OPTIMIZERS:
+        n_state = OPTIMIZERS[kernel][3]
+        bytes_per_element = 4 * (3 + 2 * n_state)
+        for label, n in sizes.items():
+            cases.append(Case(kernel, label, [(n,)], bytes_per_element))
+        for name in param_lists:
+            cases.append(Case(kernel, name, PARAM_LISTS[name](), bytes_per_element))
+    return cases
+
+
+def run(cases, methods, rounds, progress=None, runner_factory=None):
+    """Time every case; ``progress(i, n, case)`` is called before each one."""
+    factory = runner_factory or optimizer_runners
+    results = []
+    for i, case in enumerate(cases):
+        if progress:
+            progress(i, len(cases), case)
+        runners = factory(case, methods)
+        results.extend(summarise(case, time_interleaved(runners, rounds)))
+        del runners
+    return results
+
+
+def machine_info():
+    """What the numbers were measured on."""
+    info = {"python": platform.python_version(), "numpy": np.__version__,
+            "fastopt": fastopt.__version__, "platform": platform.platform(),
+            "cpus": os.cpu_count(), "processor": _cpu_model()}
+    try:
+        import numba
+        info["numba"] = numba.__version__
+        info["numba_threads"] = numba.config.NUMBA_NUM_THREADS
+    except ImportError:
+        pass
+    torch = _torch()
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+COLUMNS = ["kernel", "size", "method", "min ms", "median ms", "GB/s", "roofline",
+           "vs numpy", "vs torch"]
+
+
+def _fmt(x, spec):
+    return "-" if x is None else format(x, spec)
+
+
+def table(results):
+    """The results as a fixed-width text table (one row per kernel x size x method)."""
+    rows = [COLUMNS]
+    for r in results:
+        rows.append([r.kernel, r.size, r.method, _fmt(r.min_ms, ".3f"),
+                     _fmt(r.median_ms, ".3f"), _fmt(r.gbps, ".1f"),
+                     _fmt(r.roofline_fraction, ".2f"), _fmt(r.speedup_vs_numpy, ".1f") + "x"
+                     if r.speedup_vs_numpy is not None else "-",
+                     _fmt(r.speedup_vs_torch, ".2f") + "x"
+                     if r.speedup_vs_torch is not None else "-"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def to_json(results, info):
+    """The JSON document written by ``--json``."""
+    return {"schema": "fastopt-bench/1", "machine": info,
+            "results": [asdict(r) for r in results]}
+
+
+def plot(results, path):
+    """A bar chart of the roofline fraction per kernel and method (needs matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in results if r.roofline_fraction is not None and r.method != "roofline"]
+    labels = sorted({(r.kernel, r.size) for r in shown}, key=lambda k: (k[0], k[1]))
+    methods = sorted({r.method for r in shown})
+    value = {(r.kernel, r.size, r.method): r.roofline_fraction for r in shown}
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4))
+    x = np.arange(len(labels))
+    for j, method in enumerate(methods):
+        ax.bar(x + j * width, [value.get((k, s, method), 0) for k, s in labels], width,
+               label=method)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(x + width * (len(methods) - 1) / 2)
+    ax.set_xticklabels([f"{k}\n{s}" for k, s in labels], fontsize=7)
+    ax.set_ylabel("fraction of memory roofline")
+    ax.set_title("fastopt bench (float32; 1.0 = null kernel with the same access pattern)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def progress_printer(stream=sys.stderr):
+    """A progress callback printing ``[i/n] kernel size`` lines."""
+    start = time.perf_counter()
+
+    def report(i, n, case):
+        print(f"[{i + 1}/{n}] {case.kernel} {case.label} ({case.elements:,} elements, "
+              f"{len(case.shapes)} tensors)  t={time.perf_counter() - start:.0f}s",
+              file=stream, flush=True)
+
+    return report
