@@ -344,8 +344,9 @@ def plot(results, path):
     plt.close(fig)
 
 
-def progress_printer(stream=sys.stderr):
-    """A progress callback printing ``[i/n] kernel size`` lines."""
+def progress_printer(stream=None):
+    """A progress callback printing ``[i/n] kernel size`` lines (to stderr by default)."""
+    stream = stream or sys.stderr
     start = time.perf_counter()
 
     def report(i, n, case):

@@ -62,8 +62,9 @@ def build_parser():
     return parser
 
 
-def cmd_bench(args, out=sys.stdout):
+def cmd_bench(args, out=None):
     from . import benchmark
+    out = out or sys.stdout
     if args.rounds is not None and args.rounds < 1:
         raise SystemExit("fastopt bench: error: --rounds must be >= 1")
     if args.full:
@@ -94,8 +95,9 @@ def cmd_bench(args, out=sys.stdout):
     return results
 
 
-def cmd_info(out=sys.stdout):
+def cmd_info(out=None):
     from . import backends, benchmark
+    out = out or sys.stdout
     info = benchmark.machine_info()
     print(f"fastopt {info['fastopt']}  python {info['python']}  numpy {info['numpy']}",
           file=out)

@@ -16,7 +16,7 @@ SLOT0 = 2
 
 def address(array):
     """The data address of an array (0 for an empty one)."""
-    return array.__array_interface__["data"][0] if array.size else 0
+    return array.ctypes.data if array.size else 0  # ctypes.data: the cheapest lookup
 
 
 def chunk_table(sizes, chunk=CHUNK):
