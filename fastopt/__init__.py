@@ -4,15 +4,16 @@ Backends: "numba" (CPU, default), "c" (cffi), "numpy" (the reference); choose wi
 ``backend=`` or the ``FASTOPT_BACKEND`` environment variable.
 """
 
-from . import functional
+from . import functional, schedules
 from .backends import available_backends
 from .grads import all_finite, clip_grad_norm_, global_norm
+from .lr_finder import LRFindResult, lr_find
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Optimizer",
-    "functional", "available_backends",
+    "functional", "schedules", "lr_find", "LRFindResult", "available_backends",
     "global_norm", "clip_grad_norm_", "all_finite",
 ]
