@@ -69,6 +69,7 @@ class Case:
     label: str
     shapes: list
     bytes_per_element: int
+    axis: int = 1  # batch norm: the channel axis
 
     @property
     def elements(self):
@@ -222,19 +223,106 @@ def summarise(case, times):
     return results
 
 
-KERNELS = dict(OPTIMIZERS)  # every kernel the bench knows (batch norm adds itself)
+# Batch norm forward+backward, float32: (label, shape, channel axis).
+BATCHNORM_QUICK = [("64x64x56x56", (64, 64, 56, 56), 1), ("256x1024", (256, 1024), 1)]
+BATCHNORM_FULL = BATCHNORM_QUICK + [("64x56x56x64-NHWC", (64, 56, 56, 64), -1),
+                                    ("8x3x224x224", (8, 3, 224, 224), 1)]
+KERNELS = {**OPTIMIZERS, "batchnorm": None}
 
 
-def cases(sizes, param_lists=(), kernels=None):
+def cases(sizes, param_lists=(), kernels=None, batchnorm_shapes=BATCHNORM_QUICK):
     """All cases for the chosen kernels (default: all)."""
-    return optimizer_cases(sizes, param_lists, [k for k in (kernels or KERNELS)
-                                                  if k in OPTIMIZERS])
+    kernels = kernels or list(KERNELS)
+    found = optimizer_cases(sizes, param_lists, [k for k in kernels if k in OPTIMIZERS])
+    if "batchnorm" in kernels:
+        # forward reads x twice and writes y (12 B); backward reads dy, x twice, writes dx (20 B)
+        found += [Case("batchnorm", label, [shape], 32, axis)
+                  for label, shape, axis in batchnorm_shapes]
+    return found
+
+
+_null_bn = {}
+
+
+def _null_batchnorm():
+    """Forward+backward memory traffic of batch norm with trivial arithmetic."""
+    if "kernel" not in _null_bn:
+        import numba
+
+        @numba.njit(parallel=True, cache=True)
+        def null_bn(x, dy, y, dx):
+            n = x.size
+            s = 0.0
+            for i in numba.prange(n):  # statistics pass: read x
+                s += x[i]
+            for i in numba.prange(n):  # normalise: read x, write y
+                y[i] = x[i] + 1
+            t = 0.0
+            for i in numba.prange(n):  # reduction pass: read dy, x
+                t += dy[i] * x[i]
+            for i in numba.prange(n):  # dx pass: read dy, x, write dx
+                dx[i] = dy[i] + x[i]
+            return s + t
+
+        _null_bn["kernel"] = null_bn
+    return _null_bn["kernel"]
+
+
+def batchnorm_runners(case, methods):
+    """``{method: callable doing forward + backward}`` for a batch-norm case."""
+    shape, axis = case.shapes[0], case.axis
+    channels = shape[axis]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    dy = rng.standard_normal(shape, dtype=np.float32)
+    gamma, beta = np.ones(channels, np.float32), np.zeros(channels, np.float32)
+    runners = {}
+    for method in methods:
+        if method == "roofline":
+            flat = [np.ascontiguousarray(a).ravel() for a in (x, dy)]
+            out = [np.empty_like(flat[0]), np.empty_like(flat[0])]
+            kernel = _null_batchnorm()
+            runners[method] = lambda k=kernel: k(flat[0], flat[1], out[0], out[1])
+        elif method == "torch":
+            torch = _torch()
+            if torch is None:
+                continue
+            tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+            if axis != 1:  # channels-last memory, NCHW logical order
+                tx, tdy = tx.movedim(axis, 1), tdy.movedim(axis, 1)
+            w, b = torch.from_numpy(gamma), torch.from_numpy(beta)
+            rm, rv = torch.zeros(channels), torch.ones(channels)
+            aten = torch.ops.aten
+
+            def torch_fwd_bwd(tx=tx, tdy=tdy, w=w, b=b, rm=rm, rv=rv, aten=aten):
+                y, mean, invstd = aten.native_batch_norm(tx, w, b, rm, rv, True, 0.1, 1e-5)
+                return aten.native_batch_norm_backward(tdy, tx, w, rm, rv, mean, invstd, True,
+                                                       1e-5, [True, True, True])
+
+            runners[method] = torch_fwd_bwd
+        elif method in backends.NAMES and method in fastopt.available_backends():
+            rm, rv = np.zeros(channels, np.float32), np.ones(channels, np.float32)
+
+            def fwd_bwd(method=method, rm=rm, rv=rv):
+                _, cache = fastopt.batchnorm_forward(x, gamma, beta, rm, rv, axis=axis,
+                                                     backend=method)
+                return fastopt.batchnorm_backward(dy, cache)
+
+            runners[method] = fwd_bwd
+    return runners
+
+
+def runners_for(case, methods):
+    """The runners of any case (optimizer or batch norm)."""
+    if case.kernel == "batchnorm":
+        return batchnorm_runners(case, methods)
+    return optimizer_runners(case, methods)
 
 
 def optimizer_cases(sizes, param_lists=(), kernels=None):
     """Cases for each optimizer kernel over flat sizes and named parameter lists."""
     cases = []
-    for kernel in kernels or OPTIMIZERS:
+    for kernel in OPTIMIZERS if kernels is None else kernels:
         n_state = OPTIMIZERS[kernel][3]
         bytes_per_element = 4 * (3 + 2 * n_state)
         for label, n in sizes.items():
@@ -246,7 +334,7 @@ def optimizer_cases(sizes, param_lists=(), kernels=None):
 
 def run(cases, methods, rounds, progress=None, runner_factory=None):
     """Time every case; ``progress(i, n, case)`` is called before each one."""
-    factory = runner_factory or optimizer_runners
+    factory = runner_factory or runners_for
     results = []
     for i, case in enumerate(cases):
         if progress:

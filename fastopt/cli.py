@@ -69,12 +69,14 @@ def cmd_bench(args, out=None):
         raise SystemExit("fastopt bench: error: --rounds must be >= 1")
     if args.full:
         sizes, lists, rounds = benchmark.FULL_SIZES, tuple(benchmark.PARAM_LISTS), 11
+        bn_shapes = benchmark.BATCHNORM_FULL
     else:
         sizes, lists, rounds = benchmark.QUICK_SIZES, ("mlp",), 7
+        bn_shapes = benchmark.BATCHNORM_QUICK
     sizes = args.sizes or sizes
     lists = tuple(args.lists) if args.lists is not None else lists
     rounds = args.rounds or rounds
-    cases = benchmark.cases(sizes, lists, args.kernels)
+    cases = benchmark.cases(sizes, lists, args.kernels, bn_shapes)
     info = benchmark.machine_info()
     print(f"fastopt bench: {len(cases)} cases, {rounds} rounds each, methods "
           f"{', '.join(args.methods)} on {info['processor']} ({info['cpus']} CPUs)",

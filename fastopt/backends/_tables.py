@@ -53,3 +53,13 @@ def read_tables(arrays):
     addresses = np.array([address(a) for a in arrays], dtype=np.int64).reshape(-1, 1)
     sizes = np.array([a.size for a in arrays], dtype=np.int64)
     return addresses, chunk_table(sizes)
+
+
+def bn_blocks(outer, channels, inner, chunk=CHUNK):
+    """Work items of a per-channel reduction over an (outer, C, inner) view, as
+    (rows per block, channels per block): about ``chunk`` elements per item. Long
+    rows (large inner) give one channel per item; short rows give all channels, so
+    that channels-last data are read contiguously. Depends on the shape only."""
+    if inner >= 64:
+        return max(1, chunk // inner), 1
+    return max(1, chunk // max(1, channels * inner)), channels

@@ -102,6 +102,76 @@ def _make_reduction_kernels(dtype):
     return chunk_sums_of_squares, chunk_finite
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _bn_partial_sums(a, b, ka, kb, rows, cols, s1, s2):
+    """Float64 partial sums per (row block, channel); each item has its own slot."""
+    outer, channels, inner = a.shape
+    n_col_blocks = (channels + cols - 1) // cols
+    n_items = s1.shape[0] * n_col_blocks
+    for item in numba.prange(n_items):
+        rb = item // n_col_blocks
+        c0 = (item % n_col_blocks) * cols
+        c1 = min(c0 + cols, channels)
+        if inner == 1:  # (rows, C): walk each row's channels contiguously
+            for o in range(rb * rows, min(rb * rows + rows, outer)):
+                for c in range(c0, c1):
+                    u = np.float64(a[o, c, 0]) - ka[c]
+                    s1[rb, c] += u
+                    s2[rb, c] += u * (np.float64(b[o, c, 0]) - kb[c])
+            continue
+        for o in range(rb * rows, min(rb * rows + rows, outer)):
+            for c in range(c0, c1):
+                kac = ka[c]
+                kbc = kb[c]
+                # Four accumulators break the add latency chain; the order is fixed.
+                x0 = x1 = x2 = x3 = 0.0
+                y0 = y1 = y2 = y3 = 0.0
+                i = 0
+                while i + 4 <= inner:
+                    u0 = np.float64(a[o, c, i]) - kac
+                    u1 = np.float64(a[o, c, i + 1]) - kac
+                    u2 = np.float64(a[o, c, i + 2]) - kac
+                    u3 = np.float64(a[o, c, i + 3]) - kac
+                    x0 += u0
+                    x1 += u1
+                    x2 += u2
+                    x3 += u3
+                    y0 += u0 * (np.float64(b[o, c, i]) - kbc)
+                    y1 += u1 * (np.float64(b[o, c, i + 1]) - kbc)
+                    y2 += u2 * (np.float64(b[o, c, i + 2]) - kbc)
+                    y3 += u3 * (np.float64(b[o, c, i + 3]) - kbc)
+                    i += 4
+                while i < inner:
+                    u0 = np.float64(a[o, c, i]) - kac
+                    x0 += u0
+                    y0 += u0 * (np.float64(b[o, c, i]) - kbc)
+                    i += 1
+                s1[rb, c] += (x0 + x1) + (x2 + x3)
+                s2[rb, c] += (y0 + y1) + (y2 + y3)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _bn_affine(a, b, p, q, r, out, use_b):
+    outer, channels, inner = a.shape
+    if inner == 1:
+        for o in numba.prange(outer):
+            for c in range(channels):
+                v = a[o, c, 0] * p[c]
+                if use_b:
+                    v = v + b[o, c, 0] * q[c]
+                out[o, c, 0] = v + r[c]
+    else:
+        for oc in numba.prange(outer * channels):
+            o = oc // channels
+            c = oc % channels
+            pc, qc, rc = p[c], q[c], r[c]
+            for i in range(inner):
+                v = a[o, c, i] * pc
+                if use_b:
+                    v = v + b[o, c, i] * qc
+                out[o, c, i] = v + rc
+
+
 class NumbaBackend:
     """Fused Numba CPU kernels; see the module docstring."""
 
@@ -148,6 +218,21 @@ class NumbaBackend:
         out = np.zeros(len(chunks), dtype=np.bool_)
         self._reductions(arrays[0].dtype)[1](addresses, chunks, out)
         return bool(out.all())
+
+    def bn_sums(self, a, b, ka, kb):
+        """Per channel of (outer, C, inner) views: sum(a-ka), sum((a-ka)*(b-kb)) in
+        float64, from partial sums over a fixed blocking added in block order."""
+        outer, channels, inner = a.shape
+        rows, cols = _tables.bn_blocks(outer, channels, inner)
+        n_row_blocks = (outer + rows - 1) // rows
+        s1 = np.zeros((n_row_blocks, channels))
+        s2 = np.zeros((n_row_blocks, channels))
+        _bn_partial_sums(a, b, ka, kb, rows, cols, s1, s2)
+        return s1.sum(axis=0), s2.sum(axis=0)
+
+    def bn_affine(self, a, b, p, q, r, out):
+        """``out = a*P + b*Q + R`` per channel, in the dtype (``a*P + R`` when b is None)."""
+        _bn_affine(a, a if b is None else b, p, p if q is None else q, r, out, b is not None)
 
 
 BACKEND = NumbaBackend()

@@ -30,5 +30,18 @@ class NumpyBackend:
         """Whether every element of every array is finite."""
         return all(bool(np.isfinite(a).all()) for a in arrays)
 
+    def bn_sums(self, a, b, ka, kb):
+        """Per channel of (outer, C, inner) views: sum(a-ka), sum((a-ka)*(b-kb))."""
+        u = a.astype(np.float64) - ka[None, :, None]
+        v = b.astype(np.float64) - kb[None, :, None]
+        return u.sum(axis=(0, 2)), (u * v).sum(axis=(0, 2))
+
+    def bn_affine(self, a, b, p, q, r, out):
+        """``out = a*P + b*Q + R`` per channel (``a*P + R`` when b is None)."""
+        result = a * p[None, :, None] + r[None, :, None] if b is None else \
+            a * p[None, :, None] + b * q[None, :, None] + r[None, :, None]
+        out[...] = result
+
 
 BACKEND = NumpyBackend()
+

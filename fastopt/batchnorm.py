@@ -1,0 +1,211 @@
+"""Batch norm forward and backward, and the BatchNorm layer (torch semantics).
+
+Any layout is seen as a C-contiguous ``(outer, C, inner)`` view around the channel
+axis: (N, C) -> (N, C, 1), (N, C, H, W) -> (N, C, H*W), channels-last (N, H, W, C)
+-> (N*H*W, C, 1). A backend supplies two primitives over such views:
+
+* ``bn_sums(a, b, ka, kb) -> (s1, s2)``: per channel, in float64 over a fixed
+  chunking (so identical bits for any thread count), ``s1 = sum(a - ka)`` and
+  ``s2 = sum((a - ka) * (b - kb))``;
+* ``bn_affine(a, b, P, Q, R, out)``: ``out = a*P + b*Q + R`` per channel, in the
+  dtype (``b`` may be None: ``out = a*P + R``).
+
+Forward (training) is one statistics pass (sums shifted by one sample per channel,
+for accuracy) plus one normalise pass ``y = x*alpha + beta'``; backward is one
+reduction pass (``sum dy``, ``sum dy*(x - mean)``) plus one pass
+``dx = dy*A + x*B + C``. The per-channel coefficients are computed on the host in
+float64 from DESIGN section 3::
+
+    y  = (x - mean) * invstd * gamma + beta
+    dx = gamma * invstd / n * (n*dy - dbeta - xhat*dgamma)
+"""
+
+import numpy as np
+
+from . import _validate, backends
+
+
+class BatchNormCache:
+    """What backward needs: a reference to ``x`` (not a copy), the per-channel float64
+    ``mean`` and ``invstd`` used, a reference to ``gamma``, the channel ``axis``, the
+    mode, and the backend name. Per-channel data only: O(C) memory beyond x."""
+
+    __slots__ = ("x", "mean", "invstd", "gamma", "axis", "training", "backend")
+
+    def __init__(self, x, mean, invstd, gamma, axis, training, backend):
+        self.x, self.mean, self.invstd, self.gamma = x, mean, invstd, gamma
+        self.axis, self.training, self.backend = axis, training, backend
+
+
+def _view3(x, axis):
+    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+    inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    return np.ascontiguousarray(x).reshape(outer, x.shape[axis], inner)
+
+
+def _channel_vector(v, name, channels, dtype, writable=False):
+    if not isinstance(v, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(v).__name__}")
+    if v.shape != (channels,):
+        raise ValueError(f"{name} must have shape ({channels},) (one value per channel), "
+                         f"got {v.shape}")
+    if v.dtype != dtype:
+        raise TypeError(f"{name} has dtype {v.dtype}; x has {dtype}")
+    if writable and not v.flags.writeable:
+        raise ValueError(f"{name} is read-only; running statistics are updated in place")
+    return v
+
+
+def _check_x(x, axis):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a NumPy array, got {type(x).__name__}")
+    if x.dtype not in _validate.FLOAT_DTYPES:
+        raise TypeError(f"x must be float32 or float64, got {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(f"x must have at least 2 dimensions (N, C, ...), got shape {x.shape}")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) \
+            or not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis {axis!r} is out of range for x with {x.ndim} dimensions")
+    return int(axis) % x.ndim
+
+
+def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
+                      training=True, momentum=0.1, eps=1e-5, axis=1, backend=None):
+    """Normalise ``x`` per channel (channel axis ``axis``); returns ``(y, cache)``.
+
+    Training: ``mean``/``var`` (biased) over all other axes, ``invstd =
+    1/sqrt(var + eps)``, ``y = (x - mean)*invstd*gamma + beta``; running statistics,
+    when given, are updated in place: ``running_mean = (1-momentum)*running_mean +
+    momentum*mean``, ``running_var = (1-momentum)*running_var + momentum*var*n/(n-1)``.
+    Inference (``training=False``): the running statistics replace the batch ones.
+    """
+    axis = _check_x(x, axis)
+    channels = x.shape[axis]
+    n = x.size // channels if channels else 0
+    gamma = _channel_vector(gamma, "gamma", channels, x.dtype)
+    beta = _channel_vector(beta, "beta", channels, x.dtype)
+    training = _validate.boolean(training, "training")
+    momentum = _validate.real(momentum, "momentum")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    eps = _validate.real(eps, "eps")
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("give both running_mean and running_var, or neither")
+    if running_mean is not None:
+        for name, v in (("running_mean", running_mean), ("running_var", running_var)):
+            if not isinstance(v, np.ndarray) or v.dtype not in _validate.FLOAT_DTYPES:
+                raise TypeError(f"{name} must be a float32 or float64 array")
+            _channel_vector(v, name, channels, v.dtype, writable=True)
+    if training and n <= 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input "
+                         f"of shape {x.shape}")
+    if not training and running_mean is None:
+        raise ValueError("inference (training=False) needs running_mean and running_var")
+    name = backends.resolve_name(backend)
+    runner = backends.get_backend(name)
+
+    x3 = _view3(x, axis)
+    if training:
+        shift = x3[0, :, 0].astype(np.float64)
+        s1, s2 = runner.bn_sums(x3, x3, shift, shift)
+        centred = s1 / n
+        mean = shift + centred
+        var = np.maximum(s2 / n - centred * centred, 0.0)
+    else:
+        mean = running_mean.astype(np.float64)
+        var = running_var.astype(np.float64)
+    invstd = 1.0 / np.sqrt(var + eps)
+    alpha = gamma.astype(np.float64) * invstd
+    offset = beta.astype(np.float64) - mean * alpha
+    y3 = np.empty_like(x3)
+    runner.bn_affine(x3, None, alpha.astype(x.dtype), None, offset.astype(x.dtype), y3)
+    if training and running_mean is not None:
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+        running_var[...] = (1 - momentum) * running_var + momentum * var * n / (n - 1)
+    cache = BatchNormCache(x, mean, invstd, gamma, axis, training, name)
+    return y3.reshape(x.shape), cache
+
+
+def batchnorm_backward(dy, cache):
+    """Gradients ``(dx, dgamma, dbeta)`` of the forward pass that made ``cache``.
+
+    ``dbeta = sum(dy)``, ``dgamma = sum(dy*xhat)``; training:
+    ``dx = gamma*invstd/n * (n*dy - dbeta - xhat*dgamma)``; inference:
+    ``dx = gamma*invstd*dy`` (the running statistics are constants).
+    """
+    if not isinstance(cache, BatchNormCache):
+        raise TypeError("cache must be the second value returned by batchnorm_forward")
+    x = cache.x
+    _validate.flat_grad(dy, x, "dy")
+    runner = backends.get_backend(cache.backend)
+    channels = x.shape[cache.axis]
+    n = x.size // channels
+    x3, dy3 = _view3(x, cache.axis), _view3(dy, cache.axis)
+    dbeta, sum_dy_xc = runner.bn_sums(dy3, x3, np.zeros(channels), cache.mean)
+    dgamma = cache.invstd * sum_dy_xc
+    scale = cache.gamma.astype(np.float64) * cache.invstd
+    dx3 = np.empty_like(x3)
+    if cache.training:
+        slope = -scale * cache.invstd * cache.invstd * sum_dy_xc / n
+        offset = -scale * dbeta / n - slope * cache.mean
+        runner.bn_affine(dy3, x3, scale.astype(x.dtype), slope.astype(x.dtype),
+                         offset.astype(x.dtype), dx3)
+    else:
+        runner.bn_affine(dy3, None, scale.astype(x.dtype), None,
+                         np.zeros(channels, x.dtype), dx3)
+    return dx3.reshape(x.shape), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
+class BatchNorm:
+    """A batch-norm layer: ``forward(x, training=True) -> y``, ``backward(dy) -> dx``.
+
+    Holds ``gamma`` (ones), ``beta`` (zeros), ``running_mean`` (zeros) and
+    ``running_var`` (ones), each of shape (num_features,); ``backward`` sets
+    ``dgamma`` and ``dbeta``. ``params`` and ``grads`` are dicts for an optimizer.
+    """
+
+    def __init__(self, num_features, *, axis=1, momentum=0.1, eps=1e-5, dtype=np.float32,
+                 backend=None):
+        if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) \
+                or num_features <= 0:
+            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in _validate.FLOAT_DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.axis, self.momentum, self.eps, self.backend = axis, momentum, eps, backend
+        self.gamma = np.ones(num_features, dtype)
+        self.beta = np.zeros(num_features, dtype)
+        self.running_mean = np.zeros(num_features, dtype)
+        self.running_var = np.ones(num_features, dtype)
+        self.dgamma = np.zeros(num_features, dtype)
+        self.dbeta = np.zeros(num_features, dtype)
+        self._cache = None
+
+    @property
+    def params(self):
+        """``{"gamma": ..., "beta": ...}``, the trainable arrays."""
+        return {"gamma": self.gamma, "beta": self.beta}
+
+    @property
+    def grads(self):
+        """``{"gamma": dgamma, "beta": dbeta}`` from the last backward."""
+        return {"gamma": self.dgamma, "beta": self.dbeta}
+
+    def forward(self, x, training=True):
+        """Normalise x; in training, update the running statistics in place."""
+        y, self._cache = batchnorm_forward(
+            x, self.gamma, self.beta, self.running_mean, self.running_var,
+            training=training, momentum=self.momentum, eps=self.eps, axis=self.axis,
+            backend=self.backend)
+        return y
+
+    def backward(self, dy):
+        """Gradient w.r.t. the last forward's input; sets ``dgamma`` and ``dbeta``."""
+        if self._cache is None:
+            raise RuntimeError("backward called before forward")
+        dx, dgamma, dbeta = batchnorm_backward(dy, self._cache)
+        self.dgamma[...] = dgamma
+        self.dbeta[...] = dbeta
+        return dx

@@ -1,0 +1,193 @@
+"""Batch norm against the reference, torch, finite differences; determinism; bad input."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import reference
+from conftest import torch_or_skip
+
+LAYOUTS = [((64, 16), 1), ((8, 3, 20, 20), 1), ((4, 7, 9), 1), ((4, 5, 6, 8), -1),
+           ((2, 3, 70), 1)]
+
+
+def problem(rng, shape, axis, dtype):
+    x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
+    channels = shape[axis]
+    gamma = rng.standard_normal(channels).astype(dtype)
+    beta = rng.standard_normal(channels).astype(dtype)
+    return x, gamma, beta
+
+
+def tol(dtype):
+    return dict(rtol=1e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape,axis", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_matches_reference(shape, axis, dtype, training, rng):
+    x, gamma, beta = problem(rng, shape, axis, dtype)
+    channels = shape[axis]
+    rm, rv = rng.standard_normal(channels).astype(dtype), rng.uniform(0.5, 2, channels).astype(dtype)
+    rm2, rv2 = rm.copy(), rv.copy()
+    for _ in range(3):
+        y, cache = fastopt.batchnorm_forward(x, gamma, beta, rm, rv, training=training,
+                                             momentum=0.2, axis=axis)
+        yr, cr = reference.batchnorm_forward(x, gamma, beta, rm2, rv2, training=training,
+                                             momentum=0.2, axis=axis)
+        np.testing.assert_allclose(y, yr, **tol(dtype))
+        np.testing.assert_allclose(rm, rm2, **tol(dtype))
+        np.testing.assert_allclose(rv, rv2, **tol(dtype))
+        dy = rng.standard_normal(shape).astype(dtype)
+        for got, want in zip(fastopt.batchnorm_backward(dy, cache),
+                             reference.batchnorm_backward(dy, cr)):
+            assert got.dtype == dtype
+            np.testing.assert_allclose(got, want, **tol(dtype))
+    assert y.dtype == dtype and y.shape == x.shape
+
+
+@pytest.mark.parametrize("shape,axis", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matches_torch(shape, axis, dtype, rng):
+    torch = torch_or_skip()
+    x, gamma, beta = problem(rng, shape, axis, dtype)
+    channels = shape[axis]
+    rm, rv = np.zeros(channels, dtype), np.ones(channels, dtype)
+    trm, trv = torch.zeros(channels, dtype=torch.from_numpy(x).dtype), \
+        torch.ones(channels, dtype=torch.from_numpy(x).dtype)
+
+    def to_torch_layout(a):  # torch wants channels at axis 1
+        return torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, axis, 1)))
+
+    for _ in range(3):  # running statistics over several calls
+        tx = to_torch_layout(x).requires_grad_(True)
+        tg = torch.tensor(gamma, requires_grad=True)
+        tb = torch.tensor(beta, requires_grad=True)
+        ty = torch.nn.functional.batch_norm(tx, trm, trv, tg, tb, training=True,
+                                            momentum=0.1, eps=1e-5)
+        y, cache = fastopt.batchnorm_forward(x, gamma, beta, rm, rv, axis=axis)
+        np.testing.assert_allclose(np.moveaxis(y, axis, 1), ty.detach().numpy(), **tol(dtype))
+        dy = rng.standard_normal(shape).astype(dtype)
+        ty.backward(to_torch_layout(dy))
+        dx, dgamma, dbeta = fastopt.batchnorm_backward(dy, cache)
+        np.testing.assert_allclose(np.moveaxis(dx, axis, 1), tx.grad.numpy(), **tol(dtype))
+        np.testing.assert_allclose(dgamma, tg.grad.numpy(), **tol(dtype))
+        np.testing.assert_allclose(dbeta, tb.grad.numpy(), **tol(dtype))
+    np.testing.assert_allclose(rm, trm.numpy(), **tol(dtype))
+    np.testing.assert_allclose(rv, trv.numpy(), **tol(dtype))
+    y, _ = fastopt.batchnorm_forward(x, gamma, beta, rm, rv, training=False, axis=axis)
+    ty = torch.nn.functional.batch_norm(to_torch_layout(x), trm, trv, torch.tensor(gamma),
+                                        torch.tensor(beta), training=False)
+    np.testing.assert_allclose(np.moveaxis(y, axis, 1), ty.numpy(), **tol(dtype))
+
+
+def test_backward_finite_differences(rng):
+    x, gamma, beta = problem(rng, (5, 3, 4), 1, np.float64)
+    weights = rng.standard_normal(x.shape)
+
+    def loss(x_, gamma_, beta_):
+        y, _ = fastopt.batchnorm_forward(x_, gamma_, beta_)
+        return float(np.sum(weights * y))
+
+    _, cache = fastopt.batchnorm_forward(x, gamma, beta)
+    dx, dgamma, dbeta = fastopt.batchnorm_backward(weights, cache)
+    h = 1e-6
+    for array, grad in ((x, dx), (gamma, dgamma), (beta, dbeta)):
+        numeric = np.zeros_like(array)
+        for idx in np.ndindex(array.shape):
+            old = array[idx]
+            array[idx] = old + h
+            up = loss(x, gamma, beta)
+            array[idx] = old - h
+            down = loss(x, gamma, beta)
+            array[idx] = old
+            numeric[idx] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_layer_equals_functions(rng):
+    x, _, _ = problem(rng, (6, 4, 5, 5), 1, np.float32)
+    layer = fastopt.BatchNorm(4, momentum=0.3)
+    rm, rv = np.zeros(4, np.float32), np.ones(4, np.float32)
+    y = layer.forward(x)
+    y2, cache = fastopt.batchnorm_forward(x, np.ones(4, np.float32), np.zeros(4, np.float32),
+                                          rm, rv, momentum=0.3)
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(layer.running_var, rv)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    dx = layer.backward(dy)
+    dx2, dg2, db2 = fastopt.batchnorm_backward(dy, cache)
+    np.testing.assert_array_equal(dx, dx2)
+    np.testing.assert_array_equal(layer.dgamma, dg2)
+    np.testing.assert_array_equal(layer.grads["beta"], db2)
+    yi = layer.forward(x, training=False)
+    np.testing.assert_allclose(yi, (x - rm[None, :, None, None]) / np.sqrt(
+        rv[None, :, None, None] + 1e-5), rtol=1e-5, atol=1e-5)
+
+
+def test_identical_bits_for_one_and_two_threads():
+    code = (
+        "import numpy as np, fastopt, hashlib\n"
+        "rng = np.random.default_rng(3)\n"
+        "x = rng.standard_normal((16, 3, 64, 64)).astype(np.float32)\n"
+        "g, b = np.ones(3, np.float32), np.zeros(3, np.float32)\n"
+        "y, c = fastopt.batchnorm_forward(x, g, b)\n"
+        "dx, dg, db = fastopt.batchnorm_backward(x[::-1].copy(), c)\n"
+        "print(hashlib.sha256(b''.join(a.tobytes() for a in (y, dx, dg, db))).hexdigest())\n")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, env={"NUMBA_NUM_THREADS": str(n), "PATH": ""}).stdout
+            for n in (1, 2)}
+    assert len(outs) == 1
+
+
+def _bad_cases():
+    f32 = np.float32
+    x = np.ones((4, 3), f32)
+    ones, zeros = np.ones(3, f32), np.zeros(3, f32)
+    return [
+        (dict(x=np.ones(5, f32)), ValueError, "2 dimensions"),
+        (dict(x=np.ones((4, 3), np.int32)), TypeError, "float32"),
+        (dict(gamma=np.ones(4, f32)), ValueError, "gamma"),
+        (dict(beta=np.ones(3)), TypeError, "beta"),
+        (dict(running_mean=np.zeros(2, f32)), ValueError, "running_mean"),
+        (dict(running_var=None), ValueError, "both"),
+        (dict(x=np.ones((1, 3), f32)), ValueError, "more than 1 value"),
+        (dict(training=False, running_mean=None, running_var=None), ValueError, "running"),
+        (dict(axis=3), ValueError, "axis"),
+        (dict(momentum=1.5), ValueError, "momentum"),
+        (dict(eps=0.0), ValueError, "eps"),
+    ], x, ones, zeros
+
+
+@pytest.mark.parametrize("index", range(11))
+def test_bad_forward_input_mutates_nothing(index):
+    cases, x, ones, zeros = _bad_cases()
+    change, error, match = cases[index]
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    args = dict(x=x, gamma=ones, beta=zeros, running_mean=rm, running_var=rv)
+    args.update(change)
+    kwargs = {k: args.pop(k) for k in list(args) if k in ("training", "axis", "momentum", "eps")}
+    with pytest.raises(error, match=match):
+        fastopt.batchnorm_forward(args["x"], args["gamma"], args["beta"],
+                                  args["running_mean"], args["running_var"], **kwargs)
+    np.testing.assert_array_equal(rm, np.zeros(3))
+    np.testing.assert_array_equal(rv, np.ones(3))
+
+
+def test_bad_backward_input():
+    x = np.ones((4, 3), np.float32)
+    _, cache = fastopt.batchnorm_forward(x + np.arange(4, dtype=np.float32)[:, None],
+                                         np.ones(3, np.float32),
+                                         np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        fastopt.batchnorm_backward(np.ones((3, 4), np.float32), cache)
+    with pytest.raises(TypeError, match="dtype"):
+        fastopt.batchnorm_backward(np.ones((4, 3)), cache)
+    with pytest.raises(TypeError, match="cache"):
+        fastopt.batchnorm_backward(np.ones((4, 3), np.float32), {"x": x})
+    with pytest.raises(RuntimeError, match="before forward"):
+        fastopt.BatchNorm(3).backward(x)
