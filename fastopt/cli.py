@@ -111,8 +111,6 @@ def cmd_info(out=None):
           f"FASTOPT_BACKEND={os.environ.get('FASTOPT_BACKEND')!r})", file=out)
     try:
         import numba
-        numba.config.reload_config()
-        from numba.np.ufunc import parallel
         layer = "not started"
         try:
             layer = numba.threading_layer()
@@ -121,7 +119,6 @@ def cmd_info(out=None):
         print(f"numba {numba.__version__}: {numba.config.NUMBA_NUM_THREADS} threads, "
               f"threading layer {layer}, cache dir "
               f"{numba.config.CACHE_DIR or '(next to the sources)'}", file=out)
-        del parallel
     except ImportError:
         print("numba: not installed", file=out)
     print(f"torch: {info.get('torch', 'not installed')}", file=out)
