@@ -18,8 +18,9 @@ Calling convention, shared by all four rules::
 * ``f`` is a tuple of ``FLAGS_LEN`` booleans, the structural flags (which state arrays
   exist, whether a grad_scale divides).
   The drivers pass them as compile-time constants, so their branches vanish.
-* ``maximize`` and ``grad_scale`` are folded into one signed divisor ``h[SCALE]``:
-  ``g / -s == -(g / s)`` exactly, and ``g / 1 == g``.
+* ``maximize`` and ``grad_scale`` are folded into one signed scalar ``h[SCALE]``:
+  with a grad_scale it divides (``g / -s == -(g / s)`` exactly); without one it is
+  +-1 and multiplies (exact, and cheaper than a vector division).
 """
 
 import math

@@ -10,18 +10,20 @@ p, m, v with trivial arithmetic) timed in the same rounds; a kernel's fraction o
 roofline is ``null time / kernel time`` (both minima).
 """
 
+import functools
 import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 import fastopt
 from fastopt import backends
 
-# kernel name -> (fastopt class, kwargs, torch class, torch kwargs, state arrays)
+# kernel name -> (class name in fastopt and torch.optim, kwargs, torch-only kwargs,
+#                 number of state arrays)
 OPTIMIZERS = {
     "sgd_momentum": ("SGD", dict(lr=1e-3, momentum=0.9), dict(fused=True), 1),
     "rmsprop": ("RMSprop", dict(lr=1e-3), dict(foreach=True), 1),
@@ -91,54 +93,47 @@ class Result:
     roofline_fraction: float = None
     speedup_vs_numpy: float = None
     speedup_vs_torch: float = None
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------
 # Null kernels: the memory roofline of each access pattern.
 
-_null_kernels = {}
+@functools.cache
+def _null_kernels():
+    """Parallel kernels reading p, g and 1-3 state arrays and writing p and the state
+    arrays, with one add each: the same bytes as an optimizer step, no maths.
+    Returns {number of state arrays: kernel}."""
+    import numba
+
+    @numba.njit(parallel=True, cache=True)
+    def null1(p, g, a):
+        for i in numba.prange(p.size):
+            gi = g[i]
+            p[i] += gi
+            a[i] += gi
+
+    @numba.njit(parallel=True, cache=True)
+    def null2(p, g, a, b):
+        for i in numba.prange(p.size):
+            gi = g[i]
+            p[i] += gi
+            a[i] += gi
+            b[i] += gi
+
+    @numba.njit(parallel=True, cache=True)
+    def null3(p, g, a, b, c):
+        for i in numba.prange(p.size):
+            gi = g[i]
+            p[i] += gi
+            a[i] += gi
+            b[i] += gi
+            c[i] += gi
+
+    return {1: null1, 2: null2, 3: null3}
 
 
-def _null_kernel(n_state):
-    """A parallel kernel reading p, g and ``n_state`` state arrays and writing p and the
-    state arrays, with one add each: the same bytes as the optimizer, no maths."""
-    kernel = _null_kernels.get(n_state)
-    if kernel is None:
-        import numba
-
-        @numba.njit(parallel=True, cache=True)
-        def null1(p, g, a):
-            for i in numba.prange(p.size):
-                gi = g[i]
-                p[i] += gi
-                a[i] += gi
-
-        @numba.njit(parallel=True, cache=True)
-        def null2(p, g, a, b):
-            for i in numba.prange(p.size):
-                gi = g[i]
-                p[i] += gi
-                a[i] += gi
-                b[i] += gi
-
-        @numba.njit(parallel=True, cache=True)
-        def null3(p, g, a, b, c):
-            for i in numba.prange(p.size):
-                gi = g[i]
-                p[i] += gi
-                a[i] += gi
-                b[i] += gi
-                c[i] += gi
-
-        _null_kernels.update({1: null1, 2: null2, 3: null3})
-        kernel = _null_kernels[n_state]
-    return kernel
-
-
-def _zeros_like_shapes(shapes, rng=None):
-    if rng is None:
-        return [np.zeros(s, np.float32) for s in shapes]
+def _random_arrays(shapes, rng):
+    """Small random float32 arrays (finite optimizer states over many steps)."""
     return [rng.standard_normal(s, dtype=np.float32) * np.float32(1e-3) for s in shapes]
 
 
@@ -151,15 +146,15 @@ def optimizer_runners(case, methods):
         if method == "roofline":
             n = case.elements
             arrays = [np.zeros(n, np.float32) for _ in range(2 + n_state)]
-            kernel = _null_kernel(n_state)
+            kernel = _null_kernels()[n_state]
             runners[method] = lambda k=kernel, a=arrays: k(*a)
         elif method == "torch":
             torch = _torch()
             if torch is None:
                 continue
-            params = [torch.from_numpy(a) for a in _zeros_like_shapes(case.shapes, rng)]
-            for p in params:
-                p.grad = torch.from_numpy(_zeros_like_shapes([tuple(p.shape)], rng)[0])
+            params = [torch.from_numpy(a) for a in _random_arrays(case.shapes, rng)]
+            for p, g in zip(params, _random_arrays(case.shapes, rng)):
+                p.grad = torch.from_numpy(g)
             opt = getattr(torch.optim, cls_name)(params, **kwargs, **torch_kwargs)
 
             def torch_step(opt=opt, torch=torch):
@@ -170,8 +165,8 @@ def optimizer_runners(case, methods):
         else:
             if method not in backends.NAMES or method not in fastopt.available_backends():
                 continue
-            params = _zeros_like_shapes(case.shapes, rng)
-            grads = _zeros_like_shapes(case.shapes, rng)
+            params = _random_arrays(case.shapes, rng)
+            grads = _random_arrays(case.shapes, rng)
             opt = getattr(fastopt, cls_name)(params, backend=method, **kwargs)
             runners[method] = lambda opt=opt, grads=grads: opt.step(grads)
     return runners
@@ -241,31 +236,27 @@ def cases(sizes, param_lists=(), kernels=None, batchnorm_shapes=BATCHNORM_QUICK)
     return found
 
 
-_null_bn = {}
-
-
+@functools.cache
 def _null_batchnorm():
     """Forward+backward memory traffic of batch norm with trivial arithmetic."""
-    if "kernel" not in _null_bn:
-        import numba
+    import numba
 
-        @numba.njit(parallel=True, cache=True)
-        def null_bn(x, dy, y, dx):
-            n = x.size
-            s = 0.0
-            for i in numba.prange(n):  # statistics pass: read x
-                s += x[i]
-            for i in numba.prange(n):  # normalise: read x, write y
-                y[i] = x[i] + 1
-            t = 0.0
-            for i in numba.prange(n):  # reduction pass: read dy, x
-                t += dy[i] * x[i]
-            for i in numba.prange(n):  # dx pass: read dy, x, write dx
-                dx[i] = dy[i] + x[i]
-            return s + t
+    @numba.njit(parallel=True, cache=True)
+    def null_bn(x, dy, y, dx):
+        n = x.size
+        s = 0.0
+        for i in numba.prange(n):  # statistics pass: read x
+            s += x[i]
+        for i in numba.prange(n):  # normalise: read x, write y
+            y[i] = x[i] + 1
+        t = 0.0
+        for i in numba.prange(n):  # reduction pass: read dy, x
+            t += dy[i] * x[i]
+        for i in numba.prange(n):  # dx pass: read dy, x, write dx
+            dx[i] = dy[i] + x[i]
+        return s + t
 
-        _null_bn["kernel"] = null_bn
-    return _null_bn["kernel"]
+    return null_bn
 
 
 def batchnorm_runners(case, methods):
@@ -341,7 +332,7 @@ def run(cases, methods, rounds, progress=None, runner_factory=None):
             progress(i, len(cases), case)
         runners = factory(case, methods)
         results.extend(summarise(case, time_interleaved(runners, rounds)))
-        del runners
+        del runners  # free this case's arrays before the next case allocates its own
     return results
 
 

@@ -8,14 +8,17 @@ import sys
 METHODS = ("roofline", "numba", "c", "numpy", "torch")
 
 
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
 def _sizes(text):
+    """Parse ``1M,64M`` (K/M/G binary suffixes) into {label: element count}."""
     sizes = {}
     for item in text.split(","):
         item = item.strip()
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
         try:
-            if item[-1:].upper() in units:
-                n = int(float(item[:-1]) * units[item[-1].upper()])
+            if item[-1:].upper() in _UNITS:
+                n = int(float(item[:-1]) * _UNITS[item[-1].upper()])
             else:
                 n = int(item)
         except ValueError:
@@ -142,8 +145,8 @@ def _gpu():
     try:
         from numba import cuda
         if cuda.is_available():
-            return cuda.get_current_device().name.decode() if hasattr(
-                cuda.get_current_device().name, "decode") else cuda.get_current_device().name
+            name = cuda.get_current_device().name
+            return name.decode() if isinstance(name, bytes) else name
         return "none (numba-cuda sees no device)"
     except Exception as error:  # noqa: BLE001 - any failure means no usable GPU
         return f"none ({type(error).__name__})"

@@ -44,4 +44,3 @@ class NumpyBackend:
 
 
 BACKEND = NumpyBackend()
-
