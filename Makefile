@@ -10,7 +10,7 @@ STAMP := $(VENV)/.fastopt-installed
 
 .PHONY: install test bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,cuda,plot]" $(REFERENCE)
@@ -18,13 +18,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The whole suite on the default backend, then once more on the NumPy reference backend.
+# The whole suite on the default backend (numba), then once more on each other backend.
 test: install
 	$(PY) -m pytest
+	FASTOPT_BACKEND=c $(PY) -m pytest -q
 	FASTOPT_BACKEND=numpy $(PY) -m pytest -q
 
 bench: install
 	$(VENV)/bin/fastopt bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info fastopt/_fastopt_c.*

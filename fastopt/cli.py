@@ -124,8 +124,19 @@ def cmd_info(out=None):
               f"{numba.config.CACHE_DIR or '(next to the sources)'}", file=out)
     except ImportError:
         print("numba: not installed", file=out)
+    print(f"c: {_c_build()}", file=out)
     print(f"torch: {info.get('torch', 'not installed')}", file=out)
     print(f"gpu: {_gpu()}", file=out)
+
+
+def _c_build():
+    try:
+        from ._fastopt_c import lib
+    except ImportError as error:
+        return f"not built ({error})"
+    if lib.fo_has_openmp():
+        return f"built with OpenMP, {lib.fo_max_threads()} threads (OMP_NUM_THREADS)"
+    return "built without OpenMP: serial"
 
 
 def _cpu_features():

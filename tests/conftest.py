@@ -26,5 +26,11 @@ def tolerance(dtype):
         dict(rtol=1e-13, atol=1e-15)
 
 
+def thread_env(threads):
+    """Environment for a subprocess running the backend under test on ``threads`` threads."""
+    return {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+            "FASTOPT_BACKEND": BACKEND, "PATH": ""}
+
+
 def torch_or_skip():
     return pytest.importorskip("torch")

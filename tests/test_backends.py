@@ -1,5 +1,6 @@
 """The backend registry."""
 
+import importlib.util
 import subprocess
 import sys
 
@@ -39,22 +40,68 @@ def test_import_is_light():
     assert out.stdout.strip() == "False"
 
 
-def test_without_numba_the_default_falls_back():
-    # Simulate a machine where numba cannot be imported.
-    code = (
-        "import sys\n"
-        "sys.modules['numba'] = None\n"
-        "import importlib.util\n"
+def _without(modules):
+    """Python code that makes the given modules unimportable, as if not installed."""
+    return (
+        "import sys, importlib.util\n"
+        f"hidden = {modules!r}\n"
+        "for name in hidden: sys.modules[name] = None\n"
         "real = importlib.util.find_spec\n"
-        "importlib.util.find_spec = lambda n, *a: None if n == 'numba' else real(n, *a)\n"
-        "import numpy as np, fastopt\n"
-        "from fastopt import backends\n"
-        "p = [np.ones(3)]\n"
-        "opt = fastopt.Adam(p)\n"
-        "opt.step([np.ones(3)])\n"
-        "print(backends.default_backend(), opt.backend, 'numba' in fastopt.available_backends())\n"
+        "importlib.util.find_spec = lambda n, *a: None if n in hidden else real(n, *a)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={"PATH": ""})
-    default, used, numba_listed = out.stdout.split()
-    assert default in ("c", "numpy") and used == default and numba_listed == "False"
+
+
+_STEP_AND_REPORT = (
+    "import numpy as np, fastopt\n"
+    "from fastopt import backends\n"
+    "p = [np.ones(3)]\n"
+    "opt = fastopt.Adam(p)\n"
+    "opt.step([np.ones(3)])\n"
+    "print(backends.default_backend(), opt.backend, ','.join(fastopt.available_backends()))\n"
+    "print(repr(p[0].tolist()))\n"
+)
+
+
+def _run_hidden(modules):
+    out = subprocess.run([sys.executable, "-c", _without(modules) + _STEP_AND_REPORT],
+                         capture_output=True, text=True, check=True, env={"PATH": ""})
+    first, second = out.stdout.splitlines()
+    default, used, available = first.split()
+    return default, used, available.split(","), second
+
+
+def _one_adam_step_on_numpy():
+    p = [np.ones(3)]
+    fastopt.Adam(p, backend="numpy").step([np.ones(3)])
+    return repr(p[0].tolist())
+
+
+C_BUILT = importlib.util.find_spec("fastopt._fastopt_c") is not None
+
+
+def test_without_numba_the_default_is_c():
+    default, used, available, params = _run_hidden(["numba"])
+    expected = "c" if C_BUILT else "numpy"
+    assert (default, used) == (expected, expected)
+    assert "numba" not in available and available[-1] == "numpy"
+    assert params == _one_adam_step_on_numpy()
+
+
+def test_without_numba_or_c_the_default_is_numpy():
+    default, used, available, params = _run_hidden(["numba", "fastopt._fastopt_c"])
+    assert (default, used, available) == ("numpy", "numpy", ["numpy"])
+    assert params == _one_adam_step_on_numpy()
+
+
+@pytest.mark.skipif(not C_BUILT, reason="the C extension is not built")
+def test_c_layout_constants_match_math():
+    # The C kernels index the hyper vector with csrc/fastopt.h's FO_* constants.
+    from fastopt import _fastopt_c, _math
+
+    names = [n for n in dir(_math) if n.isupper() and isinstance(getattr(_math, n), int)
+             and hasattr(_fastopt_c.lib, "FO_" + n)]
+    assert len(names) >= 24
+    for name in names:
+        assert getattr(_fastopt_c.lib, "FO_" + name) == getattr(_math, name), name
+    for rule, rule_id in _math.RULE_IDS.items():
+        assert getattr(_fastopt_c.lib, "FO_RULE_" + rule.upper()) == rule_id

@@ -8,7 +8,7 @@ import pytest
 
 import fastopt
 from fastopt import reference
-from conftest import torch_or_skip
+from conftest import thread_env, torch_or_skip
 
 LAYOUTS = [((64, 16), 1), ((8, 3, 20, 20), 1), ((4, 7, 9), 1), ((4, 5, 6, 8), -1),
            ((2, 3, 70), 1)]
@@ -139,7 +139,7 @@ def test_identical_bits_for_one_and_two_threads():
         "dx, dg, db = fastopt.batchnorm_backward(x[::-1].copy(), c)\n"
         "print(hashlib.sha256(b''.join(a.tobytes() for a in (y, dx, dg, db))).hexdigest())\n")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True, env={"NUMBA_NUM_THREADS": str(n), "PATH": ""}).stdout
+                           check=True, env=thread_env(n)).stdout
             for n in (1, 2)}
     assert len(outs) == 1
 
@@ -191,3 +191,23 @@ def test_bad_backward_input():
         fastopt.batchnorm_backward(np.ones((4, 3), np.float32), {"x": x})
     with pytest.raises(RuntimeError, match="before forward"):
         fastopt.BatchNorm(3).backward(x)
+
+
+@pytest.mark.parametrize("shape, axis", [((8, 5, 9, 7), 1), ((6, 4, 5, 3), -1), ((33, 7), 1)])
+def test_compiled_backends_give_the_same_bits(shape, axis):
+    # The Numba and C kernels share the blocking and the order of the additions.
+    compiled = [b for b in ("numba", "c") if b in fastopt.available_backends()]
+    if len(compiled) < 2:
+        pytest.skip("needs both the numba and the c backend")
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 3 + 2).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    channels = shape[axis]
+    gamma = rng.standard_normal(channels).astype(np.float32)
+    beta = rng.standard_normal(channels).astype(np.float32)
+    results = []
+    for name in compiled:
+        y, cache = fastopt.batchnorm_forward(x, gamma, beta, axis=axis, backend=name)
+        results.append((y, *fastopt.batchnorm_backward(dy, cache)))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

@@ -227,10 +227,12 @@ def test_fused_clipping_equals_clip_then_step(rng):
 def test_global_norm_is_identical_across_thread_counts():
     import subprocess
     import sys
+
+    from conftest import thread_env
     code = ("import numpy as np, fastopt; rng = np.random.default_rng(1); "
             "g = [rng.standard_normal(3_000_001).astype(np.float32), rng.standard_normal(77)]; "
             "print(repr(fastopt.global_norm(g)))")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True, env={"NUMBA_NUM_THREADS": str(n), "PATH": ""}
+                           check=True, env=thread_env(n)
                            ).stdout for n in (1, 2)}
     assert len(outs) == 1

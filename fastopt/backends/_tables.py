@@ -9,6 +9,8 @@ contiguous in memory.
 
 import numpy as np
 
+from .._rules import RULES
+
 CHUNK = 1 << 15  # elements per chunk: 128 KiB of float32, a comfortable L2 slice
 PARAM, GRAD = 0, 1
 SLOT0 = 2
@@ -63,3 +65,23 @@ def bn_blocks(outer, channels, inner, chunk=CHUNK):
     if inner >= 64:
         return max(1, chunk // inner), 1
     return max(1, chunk // max(1, channels * inner)), channels
+
+
+def optim_launch(rule_name, tensors, grads, hyper):
+    """What a compiled optimizer kernel needs for one step of rule ``rule_name``:
+    ``(flags, addresses, chunks, packed)`` with this step's grad addresses in the
+    table and the rule's scalars packed in the tensors' dtype."""
+    rule = RULES[rule_name]
+    flags = rule.flags(hyper)
+    addresses, chunks = optim_tables(tensors, rule.slots(flags))
+    return flags, with_grads(addresses, grads), chunks, rule.pack(tensors.dtype, hyper)
+
+
+def bn_partials(shape):
+    """For a per-channel reduction over an (outer, C, inner) view: the blocking
+    ``(rows, cols)`` of :func:`bn_blocks` and two zeroed float64 arrays of partial
+    sums, one row per row block."""
+    outer, channels, inner = shape
+    rows, cols = bn_blocks(outer, channels, inner)
+    n_row_blocks = (outer + rows - 1) // rows
+    return rows, cols, np.zeros((n_row_blocks, channels)), np.zeros((n_row_blocks, channels))

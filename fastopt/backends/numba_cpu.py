@@ -190,13 +190,11 @@ class NumbaBackend:
 
     def optim_step(self, rule_name, tensors, grads, hyper):
         """Apply one step of rule ``rule_name`` to every tensor of ``tensors``."""
+        flags, addresses, chunks, packed = _tables.optim_launch(rule_name, tensors, grads,
+                                                                hyper)
         rule = RULES[rule_name]
-        flags = rule.flags(hyper)
-        slots = rule.slots(flags)
-        used = tuple(name is not None for name in slots)
-        addresses, chunks = _tables.optim_tables(tensors, slots)
-        kernel = self._kernel(rule, flags, used, tensors.dtype)
-        kernel(_tables.with_grads(addresses, grads), chunks, rule.pack(tensors.dtype, hyper))
+        used = tuple(name is not None for name in rule.slots(flags))
+        self._kernel(rule, flags, used, tensors.dtype)(addresses, chunks, packed)
 
     def _reductions(self, dtype):
         key = ("reductions", np.dtype(dtype))
@@ -222,11 +220,7 @@ class NumbaBackend:
     def bn_sums(self, a, b, ka, kb):
         """Per channel of (outer, C, inner) views: sum(a-ka), sum((a-ka)*(b-kb)) in
         float64, from partial sums over a fixed blocking added in block order."""
-        outer, channels, inner = a.shape
-        rows, cols = _tables.bn_blocks(outer, channels, inner)
-        n_row_blocks = (outer + rows - 1) // rows
-        s1 = np.zeros((n_row_blocks, channels))
-        s2 = np.zeros((n_row_blocks, channels))
+        rows, cols, s1, s2 = _tables.bn_partials(a.shape)
         _bn_partial_sums(a, b, ka, kb, rows, cols, s1, s2)
         return s1.sum(axis=0), s2.sum(axis=0)
 

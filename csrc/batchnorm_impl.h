@@ -1,0 +1,110 @@
+/* Batch-norm kernels for one element type; batchnorm.c includes this file once per
+ * type with REAL and TAG defined. fastopt/batchnorm.py composes them into the forward
+ * and backward passes (statistics, then an affine pass).
+ *
+ * Reductions accumulate in double over a blocking fixed by the shape alone (the
+ * caller's rows x cols blocks), each block writing its own slot, so the result does
+ * not depend on the number of threads. The order of the additions is the one the
+ * Numba backend uses, so both backends give the same bits.
+ */
+
+/* Partial sums of one (row block, channel block) item. */
+FO_CLONES void SFX(fo_bn_item)(const REAL *restrict a, const REAL *restrict b,
+                               const double *restrict ka, const double *restrict kb,
+                               int64_t o0, int64_t o1, int64_t c0, int64_t c1,
+                               int64_t channels, int64_t inner,
+                               double *restrict s1, double *restrict s2)
+{
+    if (inner == 1) { /* (rows, C): walk each row's channels contiguously */
+        for (int64_t o = o0; o < o1; o++)
+            for (int64_t c = c0; c < c1; c++) {
+                const double u = (double)a[o * channels + c] - ka[c];
+                s1[c] += u;
+                s2[c] += u * ((double)b[o * channels + c] - kb[c]);
+            }
+        return;
+    }
+    for (int64_t o = o0; o < o1; o++)
+        for (int64_t c = c0; c < c1; c++) {
+            const REAL *restrict x = a + (o * channels + c) * inner;
+            const REAL *restrict y = b + (o * channels + c) * inner;
+            const double kac = ka[c], kbc = kb[c];
+            /* Four accumulators break the add latency chain; the order is fixed. */
+            double sx[4] = {0.0, 0.0, 0.0, 0.0}, sy[4] = {0.0, 0.0, 0.0, 0.0};
+            int64_t i = 0;
+            for (; i + 4 <= inner; i += 4)
+                for (int k = 0; k < 4; k++) {
+                    const double u = (double)x[i + k] - kac;
+                    sx[k] += u;
+                    sy[k] += u * ((double)y[i + k] - kbc);
+                }
+            for (; i < inner; i++) {
+                const double u = (double)x[i] - kac;
+                sx[0] += u;
+                sy[0] += u * ((double)y[i] - kbc);
+            }
+            s1[c] += (sx[0] + sx[1]) + (sx[2] + sx[3]);
+            s2[c] += (sy[0] + sy[1]) + (sy[2] + sy[3]);
+        }
+}
+
+void SFX(fo_bn_sums)(const REAL *a, const REAL *b, const double *ka, const double *kb,
+                     int64_t outer, int64_t channels, int64_t inner, int64_t rows,
+                     int64_t cols, double *s1, double *s2)
+{
+    const int64_t n_col_blocks = (channels + cols - 1) / cols;
+    const int64_t n_row_blocks = (outer + rows - 1) / rows;
+#pragma omp parallel for schedule(static)
+    for (int64_t item = 0; item < n_row_blocks * n_col_blocks; item++) {
+        const int64_t rb = item / n_col_blocks;
+        const int64_t c0 = (item % n_col_blocks) * cols;
+        const int64_t o1 = rb * rows + rows < outer ? rb * rows + rows : outer;
+        const int64_t c1 = c0 + cols < channels ? c0 + cols : channels;
+        SFX(fo_bn_item)(a, b, ka, kb, rb * rows, o1, c0, c1, channels, inner,
+                        s1 + rb * channels, s2 + rb * channels);
+    }
+}
+
+/* out = x * p + y * q + r over one contiguous row of n elements (y NULL: no y term). */
+FO_CLONES void SFX(fo_bn_row)(const REAL *restrict x, const REAL *restrict y, REAL p,
+                              REAL q, REAL r, REAL *restrict out, int64_t n)
+{
+    if (y)
+        for (int64_t i = 0; i < n; i++)
+            out[i] = (x[i] * p + y[i] * q) + r;
+    else
+        for (int64_t i = 0; i < n; i++)
+            out[i] = x[i] * p + r;
+}
+
+/* Channels-last rows: out[c] = x[c] * p[c] + y[c] * q[c] + r[c]. */
+FO_CLONES void SFX(fo_bn_row_cl)(const REAL *restrict x, const REAL *restrict y,
+                                 const REAL *restrict p, const REAL *restrict q,
+                                 const REAL *restrict r, REAL *restrict out, int64_t n)
+{
+    if (y)
+        for (int64_t c = 0; c < n; c++)
+            out[c] = (x[c] * p[c] + y[c] * q[c]) + r[c];
+    else
+        for (int64_t c = 0; c < n; c++)
+            out[c] = x[c] * p[c] + r[c];
+}
+
+void SFX(fo_bn_affine)(const REAL *a, const REAL *b, const REAL *p, const REAL *q,
+                       const REAL *r, REAL *out, int64_t outer, int64_t channels,
+                       int64_t inner)
+{
+    if (inner == 1) {
+#pragma omp parallel for schedule(static)
+        for (int64_t o = 0; o < outer; o++)
+            SFX(fo_bn_row_cl)(a + o * channels, b ? b + o * channels : NULL, p, q, r,
+                              out + o * channels, channels);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t oc = 0; oc < outer * channels; oc++) {
+        const int64_t c = oc % channels;
+        SFX(fo_bn_row)(a + oc * inner, b ? b + oc * inner : NULL, p[c], b ? q[c] : 0, r[c],
+                       out + oc * inner, inner);
+    }
+}

@@ -1,0 +1,84 @@
+/* fastopt C kernels: the declarations shared by the C sources and the cffi builder.
+ *
+ * This file is read by cffi's cdef parser as well as by the C compiler, so it holds
+ * plain declarations and integer #defines only.
+ *
+ * Optimizer kernels walk a chunk table: `chunks` is an (n_chunks, 3) int64 row-major
+ * table of (tensor, start, stop) element ranges, and `addresses` an (n_tensors, 5)
+ * int64 table of data addresses (param, grad, state slot 0, 1, 2; 0 where unused).
+ * `hyper` holds FO_HYPER_LEN scalars in the array's type, laid out as the FO_* index
+ * constants below (the same layout as fastopt/_math.py; a test checks they agree).
+ * `variant` = rule * 8 + flag0 * 4 + flag1 * 2 + scaled (see fastopt/_rules.py).
+ */
+
+#define FO_HYPER_LEN 12
+#define FO_SCALE 0
+#define FO_WD 1
+#define FO_L1 2
+#define FO_ZERO 3
+#define FO_SGD_LR 4
+#define FO_SGD_MOMENTUM 5
+#define FO_SGD_DAMPENED 6
+#define FO_SGD_FIRST 7
+#define FO_RMS_LR 4
+#define FO_RMS_ALPHA 5
+#define FO_RMS_ONE_MINUS_ALPHA 6
+#define FO_RMS_EPS 7
+#define FO_RMS_MOMENTUM 8
+#define FO_ADAM_BETA1 4
+#define FO_ADAM_ONE_MINUS_BETA1 5
+#define FO_ADAM_BETA2 6
+#define FO_ADAM_ONE_MINUS_BETA2 7
+#define FO_ADAM_STEP_SIZE 8
+#define FO_ADAM_BC2_SQRT 9
+#define FO_ADAM_EPS 10
+#define FO_ADAM_DECAY 11
+#define FO_ADAGRAD_CLR 4
+#define FO_ADAGRAD_EPS 5
+
+#define FO_RULE_SGD 0
+#define FO_RULE_RMSPROP 1
+#define FO_RULE_ADAM 2
+#define FO_RULE_ADAGRAD 3
+#define FO_N_VARIANTS 32
+
+/* One optimizer step over every chunk; returns 0, or -1 for an unknown variant. */
+int fo_optim_f32(int variant, const int64_t *addresses, const int64_t *chunks,
+                 int64_t n_chunks, const float *hyper);
+int fo_optim_f64(int variant, const int64_t *addresses, const int64_t *chunks,
+                 int64_t n_chunks, const double *hyper);
+
+/* Reductions over the chunks of 1-D arrays (`addresses` has one column here):
+   out[c] = float64 sum of squares of chunk c / 1 if chunk c is all finite, else 0. */
+void fo_sumsq_f32(const int64_t *addresses, const int64_t *chunks, int64_t n_chunks,
+                  double *out);
+void fo_sumsq_f64(const int64_t *addresses, const int64_t *chunks, int64_t n_chunks,
+                  double *out);
+void fo_finite_f32(const int64_t *addresses, const int64_t *chunks, int64_t n_chunks,
+                   unsigned char *out);
+void fo_finite_f64(const int64_t *addresses, const int64_t *chunks, int64_t n_chunks,
+                   unsigned char *out);
+
+/* Batch norm over C-contiguous (outer, channels, inner) arrays.
+   bn_sums: per (row block, channel), float64 partial sums of (a - ka[c]) into
+   s1[block * channels + c] and of (a - ka[c]) * (b - kb[c]) into s2, over blocks of
+   `rows` outer rows and `cols` channels; s1 and s2 start zeroed.
+   bn_affine: out = a * p[c] + b * q[c] + r[c] in the array's type (b may be NULL:
+   then out = a * p[c] + r[c]). */
+void fo_bn_sums_f32(const float *a, const float *b, const double *ka, const double *kb,
+                    int64_t outer, int64_t channels, int64_t inner, int64_t rows,
+                    int64_t cols, double *s1, double *s2);
+void fo_bn_sums_f64(const double *a, const double *b, const double *ka, const double *kb,
+                    int64_t outer, int64_t channels, int64_t inner, int64_t rows,
+                    int64_t cols, double *s1, double *s2);
+void fo_bn_affine_f32(const float *a, const float *b, const float *p, const float *q,
+                      const float *r, float *out, int64_t outer, int64_t channels,
+                      int64_t inner);
+void fo_bn_affine_f64(const double *a, const double *b, const double *p, const double *q,
+                      const double *r, double *out, int64_t outer, int64_t channels,
+                      int64_t inner);
+
+/* Build facts: the number of OpenMP threads a parallel region gets (1 when built
+   without OpenMP), and whether the build has OpenMP. */
+int fo_max_threads(void);
+int fo_has_openmp(void);

@@ -1,0 +1,99 @@
+"""The ``"c"`` backend: the C99 kernels in ``csrc/``, compiled at install through cffi.
+
+It serves where Numba cannot (a Python release that Numba does not support yet, a
+machine where JIT compilation is not wanted) and, being written independently of
+:mod:`fastopt._math`, keeps the Numba kernels honest: both run the same test suite
+against the same reference. It uses the same address and chunk tables as the Numba
+backend and the same batch-norm blocking, so its reductions give the same bits.
+Threads come from OpenMP (``OMP_NUM_THREADS``); cffi releases the GIL during calls.
+"""
+
+import numpy as np
+
+from .. import _math
+from .._fastopt_c import ffi, lib
+from . import _tables
+
+_TYPES = {np.dtype(np.float32): ("float *", "f32"), np.dtype(np.float64): ("double *", "f64")}
+
+
+def _ptr(ctype, array):
+    """A C pointer to a NumPy array's data (None stays NULL)."""
+    return ffi.NULL if array is None else ffi.cast(ctype, array.ctypes.data)
+
+
+def _contiguous(*arrays):
+    for array in arrays:
+        if array is not None and not array.flags.c_contiguous:
+            raise ValueError("the C backend's batch-norm kernels take C-contiguous arrays")
+
+
+class CBackend:
+    """The cffi-compiled C kernels; see the module docstring."""
+
+    name = "c"
+
+    def __init__(self):
+        self._optim = {"f32": lib.fo_optim_f32, "f64": lib.fo_optim_f64}
+        self._sumsq = {"f32": lib.fo_sumsq_f32, "f64": lib.fo_sumsq_f64}
+        self._finite = {"f32": lib.fo_finite_f32, "f64": lib.fo_finite_f64}
+        self._bn_sums = {"f32": lib.fo_bn_sums_f32, "f64": lib.fo_bn_sums_f64}
+        self._bn_affine = {"f32": lib.fo_bn_affine_f32, "f64": lib.fo_bn_affine_f64}
+
+    @staticmethod
+    def threads():
+        """The number of OpenMP threads a kernel runs on (1 for a serial build)."""
+        return lib.fo_max_threads()
+
+    def optim_step(self, rule_name, tensors, grads, hyper):
+        """Apply one step of rule ``rule_name`` to every tensor of ``tensors``."""
+        flags, addresses, chunks, packed = _tables.optim_launch(rule_name, tensors, grads,
+                                                                hyper)
+        ctype, tag = _TYPES[packed.dtype]
+        variant = _math.RULE_IDS[rule_name] * 8 + flags[0] * 4 + flags[1] * 2 + flags[2]
+        status = self._optim[tag](variant, _ptr("int64_t *", addresses),
+                                  _ptr("int64_t *", chunks), len(chunks), _ptr(ctype, packed))
+        if status != 0:  # unreachable through the public API, which validates first
+            raise RuntimeError(f"the C backend has no kernel variant {variant}")
+
+    def chunk_sums_of_squares(self, arrays):
+        """Float64 sums of squares of fixed chunks of same-dtype 1-D contiguous arrays."""
+        addresses, chunks = _tables.read_tables(arrays)
+        out = np.zeros(len(chunks), dtype=np.float64)
+        self._sumsq[_TYPES[arrays[0].dtype][1]](
+            _ptr("int64_t *", addresses), _ptr("int64_t *", chunks), len(chunks),
+            _ptr("double *", out))
+        return out
+
+    def all_finite(self, arrays):
+        """Whether every element of the same-dtype 1-D contiguous arrays is finite."""
+        addresses, chunks = _tables.read_tables(arrays)
+        out = np.zeros(len(chunks), dtype=np.uint8)
+        self._finite[_TYPES[arrays[0].dtype][1]](
+            _ptr("int64_t *", addresses), _ptr("int64_t *", chunks), len(chunks),
+            _ptr("unsigned char *", out))
+        return bool(out.all())
+
+    def bn_sums(self, a, b, ka, kb):
+        """Per channel of (outer, C, inner) views: sum(a-ka), sum((a-ka)*(b-kb)) in
+        float64, from partial sums over a fixed blocking added in block order."""
+        _contiguous(a, b)
+        ka, kb = (np.ascontiguousarray(k, dtype=np.float64) for k in (ka, kb))
+        rows, cols, s1, s2 = _tables.bn_partials(a.shape)
+        ctype, tag = _TYPES[a.dtype]
+        self._bn_sums[tag](_ptr(ctype, a), _ptr(ctype, b), _ptr("double *", ka),
+                           _ptr("double *", kb), *a.shape, rows, cols,
+                           _ptr("double *", s1), _ptr("double *", s2))
+        return s1.sum(axis=0), s2.sum(axis=0)
+
+    def bn_affine(self, a, b, p, q, r, out):
+        """``out = a*P + b*Q + R`` per channel, in the dtype (``a*P + R`` when b is None)."""
+        _contiguous(a, b, out)
+        ctype, tag = _TYPES[a.dtype]
+        p, q, r = (None if v is None else np.ascontiguousarray(v, dtype=a.dtype)
+                   for v in (p, q, r))
+        self._bn_affine[tag](_ptr(ctype, a), _ptr(ctype, b), _ptr(ctype, p),
+                             _ptr(ctype, q), _ptr(ctype, r), _ptr(ctype, out), *a.shape)
+
+
+BACKEND = CBackend()
