@@ -18,11 +18,14 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 
 install: $(STAMP)
 
-# The whole suite on the default backend (numba), then once more on each other backend.
+# The whole suite on the default backend (numba), then once more on each other CPU
+# backend, then the CUDA tests under Numba's CUDA simulator (on a GPU machine, plain
+# `pytest tests/test_cuda.py` runs them on the device).
 test: install
 	$(PY) -m pytest
 	FASTOPT_BACKEND=c $(PY) -m pytest -q
 	FASTOPT_BACKEND=numpy $(PY) -m pytest -q
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/test_cuda.py
 
 bench: install
 	$(VENV)/bin/fastopt bench

@@ -8,16 +8,21 @@ so a whole group's state is a few large allocations rather than one per tensor.
 
 import numpy as np
 
+from . import _device
+
 
 def memory_order(array):
     """'C' or 'F': the order in which a contiguous array's elements lie in memory."""
+    if not isinstance(array, np.ndarray):
+        return _device.memory_order(array)
     return "C" if array.flags.c_contiguous else "F"
 
 
 def flat_view(array):
-    """A 1-D view of a contiguous array in memory order (never a copy)."""
+    """A 1-D view of a contiguous (host or device) array in memory order (never a copy)."""
     view = array.ravel(order=memory_order(array))
-    assert np.shares_memory(view, array) or array.size == 0
+    assert not isinstance(array, np.ndarray) or np.shares_memory(view, array) \
+        or array.size == 0
     return view
 
 
@@ -31,6 +36,7 @@ class TensorSet:
 
     def __init__(self, params, indices, states):
         self.dtype = params[0].dtype
+        self.on_device = not isinstance(params[0], np.ndarray)
         self.shapes = [p.shape for p in params]
         self.orders = [memory_order(p) for p in params]
         self.indices = list(indices)  # positions in the owner's flat param list
@@ -48,7 +54,8 @@ class TensorSet:
         states = {}
         for name in state_names:
             value = 0.0 if fill is None else fill.get(name, 0.0)
-            arena = np.full(int(offsets[-1]), value, dtype=params[0].dtype)
+            full = np.full if isinstance(params[0], np.ndarray) else _device.full
+            arena = full(int(offsets[-1]), value, dtype=params[0].dtype)
             states[name] = [arena[offsets[i]:offsets[i + 1]] for i in range(len(params))]
         return cls(params, indices, states)
 

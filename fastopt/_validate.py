@@ -5,13 +5,17 @@ import numbers
 
 import numpy as np
 
+from . import _device
 from ._tensorset import memory_order
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def param(array, where):
-    """Refuse anything but a writable, contiguous float32/float64 ndarray."""
+def param(array, where, device=False):
+    """Refuse anything but a writable, contiguous float32/float64 ndarray (with
+    ``device``: a contiguous float32/float64 CUDA array, returned as a Numba view)."""
+    if device:
+        return _device_array(array, where)
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{where} must be a NumPy array, got {type(array).__name__}")
     if array.dtype not in FLOAT_DTYPES:
@@ -24,8 +28,35 @@ def param(array, where):
     return array
 
 
+def _device_array(array, where):
+    if not _device.is_device_array(array):
+        raise TypeError(f"{where} must be a CUDA device array like the params, got "
+                        f"{type(array).__name__}; mixed host and device arrays are refused")
+    array = _device.as_device_array(array)
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{where} must be float32 or float64, got {array.dtype}")
+    if not _device.is_contiguous(array):
+        raise ValueError(f"{where} is not contiguous (a strided view); pass a contiguous "
+                         "array")
+    return array
+
+
 def flat_grad(grad, like, where):
     """``grad`` checked against its param ``like``, as 1-D in the param's memory order."""
+    if not isinstance(like, np.ndarray):  # a device param: a device grad of its layout
+        grad = _device_array(grad, where)
+        if grad.dtype != like.dtype:
+            raise TypeError(f"{where} has dtype {grad.dtype} but its param has "
+                            f"{like.dtype}; fastopt does not cast gradients")
+        if grad.shape != like.shape:
+            raise ValueError(f"{where} has shape {grad.shape} but its param has "
+                             f"{like.shape}")
+        if grad.size > 1 and grad.ndim > 1 and \
+                _device.memory_order(grad) != _device.memory_order(like):
+            raise ValueError(f"{where} is {_device.memory_order(grad)}-ordered but its param "
+                             f"is {_device.memory_order(like)}-ordered; device grads are "
+                             "not reordered (that would copy them every step)")
+        return grad.ravel(order=_device.memory_order(like))
     if not isinstance(grad, np.ndarray):
         raise TypeError(f"{where} must be a NumPy array, got {type(grad).__name__}")
     if grad.dtype != like.dtype:
@@ -38,7 +69,7 @@ def flat_grad(grad, like, where):
 
 def state(array, like, where):
     """A caller-supplied state array: a param-like array of the param's shape and dtype."""
-    param(array, where)
+    array = param(array, where, device=not isinstance(like, np.ndarray))
     if array.shape != like.shape or array.dtype != like.dtype:
         raise ValueError(f"{where} must have shape {like.shape} and dtype {like.dtype}, "
                          f"got {array.shape} {array.dtype}")

@@ -14,7 +14,8 @@ Forward (training) is one statistics pass (sums shifted by one sample per channe
 for accuracy) plus one normalise pass ``y = x*alpha + beta'``; backward is one
 reduction pass (``sum dy``, ``sum dy*(x - mean)``) plus one pass
 ``dx = dy*A + x*B + C``. The per-channel coefficients are computed on the host in
-float64 from DESIGN section 3::
+float64 from DESIGN section 3 (for CUDA arrays: from the device's per-block partial
+sums, then the coefficients go back to the device for the second pass)::
 
     y  = (x - mean) * invstd * gamma + beta
     dx = gamma * invstd / n * (n*dy - dbeta - xhat*dgamma)
@@ -22,7 +23,7 @@ float64 from DESIGN section 3::
 
 import numpy as np
 
-from . import _validate, backends
+from . import _device, _validate, backends
 
 
 class BatchNormCache:
@@ -40,25 +41,55 @@ class BatchNormCache:
 def _view3(x, axis):
     outer = int(np.prod(x.shape[:axis], dtype=np.int64))
     inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    if not isinstance(x, np.ndarray):  # device arrays are checked C-contiguous
+        return x.reshape(outer, x.shape[axis], inner)
     return np.ascontiguousarray(x).reshape(outer, x.shape[axis], inner)
 
 
+def _host(v):
+    """A per-channel vector as a NumPy array (copied from the device if needed)."""
+    return v if isinstance(v, np.ndarray) else _device.to_host(v)
+
+
+def _empty_like(x3):
+    if isinstance(x3, np.ndarray):
+        return np.empty_like(x3)
+    from numba import cuda
+
+    return cuda.device_array(x3.shape, dtype=x3.dtype)
+
+
+def _on_side_of(x, v):
+    """Host ``v`` as a NumPy array, or copied to the device when ``x`` is a device array."""
+    if isinstance(x, np.ndarray):
+        return v
+    from numba import cuda
+
+    return cuda.to_device(np.ascontiguousarray(v))
+
+
 def _channel_vector(v, name, channels, dtype, writable=False):
-    if not isinstance(v, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array, got {type(v).__name__}")
+    if _device.is_device_array(v):
+        v = _device.as_device_array(v)
+    elif not isinstance(v, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy or CUDA array, got {type(v).__name__}")
     if v.shape != (channels,):
         raise ValueError(f"{name} must have shape ({channels},) (one value per channel), "
                          f"got {v.shape}")
     if v.dtype != dtype:
         raise TypeError(f"{name} has dtype {v.dtype}; x has {dtype}")
-    if writable and not v.flags.writeable:
+    if writable and isinstance(v, np.ndarray) and not v.flags.writeable:
         raise ValueError(f"{name} is read-only; running statistics are updated in place")
     return v
 
 
 def _check_x(x, axis):
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"x must be a NumPy array, got {type(x).__name__}")
+    if _device.is_device_array(x):
+        x = _device.as_device_array(x)
+        if not x.is_c_contiguous():
+            raise ValueError("a CUDA x must be C-contiguous")
+    elif not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a NumPy or CUDA array, got {type(x).__name__}")
     if x.dtype not in _validate.FLOAT_DTYPES:
         raise TypeError(f"x must be float32 or float64, got {x.dtype}")
     if x.ndim < 2:
@@ -66,7 +97,7 @@ def _check_x(x, axis):
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) \
             or not -x.ndim <= axis < x.ndim:
         raise ValueError(f"axis {axis!r} is out of range for x with {x.ndim} dimensions")
-    return int(axis) % x.ndim
+    return x, int(axis) % x.ndim
 
 
 def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
@@ -79,7 +110,7 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
     momentum*mean``, ``running_var = (1-momentum)*running_var + momentum*var*n/(n-1)``.
     Inference (``training=False``): the running statistics replace the batch ones.
     """
-    axis = _check_x(x, axis)
+    x, axis = _check_x(x, axis)
     channels = x.shape[axis]
     n = x.size // channels if channels else 0
     gamma = _channel_vector(gamma, "gamma", channels, x.dtype)
@@ -95,7 +126,8 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
         raise ValueError("give both running_mean and running_var, or neither")
     if running_mean is not None:
         for name, v in (("running_mean", running_mean), ("running_var", running_var)):
-            if not isinstance(v, np.ndarray) or v.dtype not in _validate.FLOAT_DTYPES:
+            if not (isinstance(v, np.ndarray) or _device.is_device_array(v)) \
+                    or v.dtype not in _validate.FLOAT_DTYPES:
                 raise TypeError(f"{name} must be a float32 or float64 array")
             _channel_vector(v, name, channels, v.dtype, writable=True)
     if training and n <= 1:
@@ -103,27 +135,34 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
                          f"of shape {x.shape}")
     if not training and running_mean is None:
         raise ValueError("inference (training=False) needs running_mean and running_var")
-    name = backends.resolve_name(backend)
+    arrays = [a for a in (x, gamma, beta, running_mean, running_var) if a is not None]
+    name = backends.resolve_for(backends.placement(arrays, "x and the per-channel arrays"),
+                                backend)
     runner = backends.get_backend(name)
 
     x3 = _view3(x, axis)
     if training:
-        shift = x3[0, :, 0].astype(np.float64)
+        shift = _host(x3[0])[:, 0].astype(np.float64)
         s1, s2 = runner.bn_sums(x3, x3, shift, shift)
         centred = s1 / n
         mean = shift + centred
         var = np.maximum(s2 / n - centred * centred, 0.0)
     else:
-        mean = running_mean.astype(np.float64)
-        var = running_var.astype(np.float64)
+        mean = _host(running_mean).astype(np.float64)
+        var = _host(running_var).astype(np.float64)
     invstd = 1.0 / np.sqrt(var + eps)
-    alpha = gamma.astype(np.float64) * invstd
-    offset = beta.astype(np.float64) - mean * alpha
-    y3 = np.empty_like(x3)
+    alpha = _host(gamma).astype(np.float64) * invstd
+    offset = _host(beta).astype(np.float64) - mean * alpha
+    y3 = _empty_like(x3)
     runner.bn_affine(x3, None, alpha.astype(x.dtype), None, offset.astype(x.dtype), y3)
     if training and running_mean is not None:
-        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
-        running_var[...] = (1 - momentum) * running_var + momentum * var * n / (n - 1)
+        new_mean = (1 - momentum) * _host(running_mean) + momentum * mean
+        new_var = (1 - momentum) * _host(running_var) + momentum * var * n / (n - 1)
+        for target, value in ((running_mean, new_mean), (running_var, new_var)):
+            if isinstance(target, np.ndarray):
+                target[...] = value
+            else:
+                _device.write(target, value)
     cache = BatchNormCache(x, mean, invstd, gamma, axis, training, name)
     return y3.reshape(x.shape), cache
 
@@ -139,14 +178,16 @@ def batchnorm_backward(dy, cache):
         raise TypeError("cache must be the second value returned by batchnorm_forward")
     x = cache.x
     _validate.flat_grad(dy, x, "dy")
+    if not isinstance(x, np.ndarray):
+        dy = _device.as_device_array(dy)
     runner = backends.get_backend(cache.backend)
     channels = x.shape[cache.axis]
     n = x.size // channels
     x3, dy3 = _view3(x, cache.axis), _view3(dy, cache.axis)
     dbeta, sum_dy_xc = runner.bn_sums(dy3, x3, np.zeros(channels), cache.mean)
     dgamma = cache.invstd * sum_dy_xc
-    scale = cache.gamma.astype(np.float64) * cache.invstd
-    dx3 = np.empty_like(x3)
+    scale = _host(cache.gamma).astype(np.float64) * cache.invstd
+    dx3 = _empty_like(x3)
     if cache.training:
         slope = -scale * cache.invstd * cache.invstd * sum_dy_xc / n
         offset = -scale * dbeta / n - slope * cache.mean
@@ -155,7 +196,8 @@ def batchnorm_backward(dy, cache):
     else:
         runner.bn_affine(dy3, None, scale.astype(x.dtype), None,
                          np.zeros(channels, x.dtype), dx3)
-    return dx3.reshape(x.shape), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+    return (dx3.reshape(x.shape), _on_side_of(x, dgamma.astype(x.dtype)),
+            _on_side_of(x, dbeta.astype(x.dtype)))
 
 
 class BatchNorm:

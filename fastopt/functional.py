@@ -97,8 +97,10 @@ def _apply(rule, params, grads, states, hyper, backend):
         raise ValueError(f"got {len(grads)} grads for {len(params)} params")
     if len({id(p) for p in params}) != len(params):
         raise ValueError("the same param appears more than once")
-    for i, p in enumerate(params):
-        _validate.param(p, f"param {i}")
+    on_device = backends.placement(params, "params")
+    backend_name = backends.resolve_for(on_device, backend)
+    params = [_validate.param(p, f"param {i}", device=on_device)
+              for i, p in enumerate(params)]
     flat_grads = [_validate.flat_grad(g, p, f"grad {i}") for i, (g, p) in
                   enumerate(zip(grads, params))]
     state_lists = {}
@@ -110,7 +112,7 @@ def _apply(rule, params, grads, states, hyper, backend):
             raise ValueError(f"got {len(arrays)} {name} arrays for {len(params)} params")
         state_lists[name] = [_validate.state(s, p, f"{name} {i}") for i, (s, p) in
                              enumerate(zip(arrays, params))]
-    runner = backends.get_backend(backend)
+    runner = backends.get_backend(backend_name)
     by_dtype = {}
     for i, p in enumerate(params):
         by_dtype.setdefault(p.dtype, []).append(i)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _validate, backends
+from . import _device, _validate, backends
 from ._tensorset import flat_view
 
 
@@ -32,11 +32,22 @@ def _arrays(grads):
         raise TypeError(f"grads must be an array, a list or a dict of arrays; "
                         f"got {type(grads).__name__}")
     for i, g in enumerate(items):
-        if not isinstance(g, np.ndarray):
-            raise TypeError(f"grad {i} must be a NumPy array, got {type(g).__name__}")
+        if not isinstance(g, np.ndarray) and not _device.is_device_array(g):
+            raise TypeError(f"grad {i} must be a NumPy or CUDA array, got "
+                            f"{type(g).__name__}")
         if g.dtype not in _validate.FLOAT_DTYPES:
             raise TypeError(f"grad {i} must be float32 or float64, got {g.dtype}")
     return items
+
+
+def _flats_and_backend(items, backend):
+    """The arrays as 1-D contiguous views, and the backend that runs on them."""
+    on_device = backends.placement(items, "grads")
+    runner = backends.get_backend(backends.resolve_for(on_device, backend))
+    if on_device:
+        return [_validate.param(g, f"grad {i}", device=True).ravel(
+            order=_device.memory_order(g)) for i, g in enumerate(items)], runner
+    return [_flat(g) for g in items], runner
 
 
 def _flat(array):
@@ -57,14 +68,13 @@ def _all_finite_flat(flats, backend):
 
 def all_finite(grads, *, backend=None):
     """True when no gradient holds NaN or Inf (one compiled pass per dtype)."""
-    flats = [_flat(g) for g in _arrays(grads)]
-    return _all_finite_flat(flats, backends.get_backend(backend))
+    flats, runner = _flats_and_backend(_arrays(grads), backend)
+    return _all_finite_flat(flats, runner)
 
 
 def global_norm(grads, *, backend=None):
     """The L2 norm of all gradients together, as a Python float (float64 accumulation)."""
-    flats = [_flat(g) for g in _arrays(grads)]
-    runner = backends.get_backend(backend)
+    flats, runner = _flats_and_backend(_arrays(grads), backend)
     partials = [runner.chunk_sums_of_squares(group) for group in _by_dtype(flats)]
     return math.sqrt(math.fsum(float(x) for part in partials for x in part))
 
@@ -78,6 +88,10 @@ def clip_grad_norm_(grads, max_norm, *, error_if_nonfinite=False, backend=None):
     max_norm = _validate.real(max_norm, "max_norm")
     items = _arrays(grads)
     for i, g in enumerate(items):
+        if _device.is_device_array(g):
+            raise TypeError("clip_grad_norm_ scales NumPy arrays; on CUDA arrays clip "
+                            "inside the step instead: opt.step(grads, grad_scale="
+                            "max(1.0, global_norm(grads) / max_norm))")
         if not g.flags.writeable:
             raise ValueError(f"grad {i} is read-only; clipping scales it in place")
     total = global_norm(items, backend=backend)

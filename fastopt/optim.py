@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _validate, backends
+from . import _device, _validate, backends
 from ._tensorset import TensorSet
 from .functional import CHECKS
 from .grads import _all_finite_flat
@@ -29,12 +29,15 @@ class Optimizer:
     def __init__(self, params, defaults, *, skip_nonfinite=False, backend=None):
         self.defaults = dict(defaults)
         self.skip_nonfinite = _validate.boolean(skip_nonfinite, "skip_nonfinite")
-        self.backend = backends.resolve_name(backend)
+        groups = _param_groups(params)
+        self._on_device = backends.placement(
+            [p for g in groups for p in _members(g["params"])], "params")
+        self.backend = backends.resolve_for(self._on_device, backend)
         self._backend = backends.get_backend(self.backend)
         self._steps = 0
         self._flat, self._names, self._keys = [], [], []
         self.param_groups = []
-        for group in _param_groups(params):
+        for group in groups:
             unknown = set(group) - set(self.defaults) - {"params"}
             if unknown:
                 raise ValueError(f"unknown param group option(s): {sorted(unknown)}")
@@ -51,10 +54,10 @@ class Optimizer:
             group_indices = []
             for key, p in items:
                 name = repr(key) if key is not None else str(len(self._flat))
-                _validate.param(p, f"param {name}")
                 if id(p) in seen:
                     raise ValueError(f"param {name} appears more than once")
                 seen.add(id(p))
+                p = _validate.param(p, f"param {name}", device=self._on_device)
                 group_indices.append(len(self._flat))
                 self._flat.append(p)
                 self._names.append(name)
@@ -93,7 +96,7 @@ class Optimizer:
         elif isinstance(grads, (list, tuple)):
             ordered = list(grads)
             nested = (len(ordered) == len(self.param_groups)
-                      and not all(isinstance(g, np.ndarray) for g in ordered))
+                      and not all(_is_array(g) for g in ordered))
             if nested:
                 ordered = []
                 for group, part in zip(self.param_groups, grads):
@@ -180,7 +183,8 @@ class Optimizer:
                     sd[f"group.{gi}.{key}"] = value
         for index in range(len(self._flat)):
             for name, array in self.state(index).items():
-                sd[f"state.{index}.{name}"] = array.copy()
+                sd[f"state.{index}.{name}"] = _device.to_host(array) if self._on_device \
+                    else array.copy()
         return sd
 
     def load_state_dict(self, state_dict):
@@ -229,7 +233,10 @@ class Optimizer:
         if extra:
             raise ValueError(f"state_dict has entries these params do not: {extra[:5]}")
         for target, source in writes:
-            np.copyto(target, source)
+            if self._on_device:
+                _device.write(target, source)
+            else:
+                np.copyto(target, source)
         for group, updated in zip(self.param_groups, new_groups):
             group.update(updated)
         self._steps = steps
@@ -240,9 +247,17 @@ class Optimizer:
                 f"{len(self.param_groups)} group(s), {options}, backend={self.backend!r})")
 
 
+def _is_array(x):
+    return isinstance(x, np.ndarray) or _device.is_device_array(x)
+
+
+def _members(params):
+    return params.values() if isinstance(params, Mapping) else params
+
+
 def _param_groups(params):
     """Normalise params to a list of group dicts whose 'params' is a list or a dict."""
-    if isinstance(params, np.ndarray):
+    if _is_array(params):
         raise TypeError("params must be a list or a dict of arrays, not a single array; "
                         "wrap it in a list")
     if isinstance(params, Mapping):
@@ -255,7 +270,7 @@ def _param_groups(params):
         groups = []
         for g in params:
             members = g["params"]
-            if isinstance(members, np.ndarray):
+            if _is_array(members):
                 members = [members]
             elif not isinstance(members, Mapping):
                 members = list(members)

@@ -2,7 +2,8 @@
 
 Precedence: the ``backend=`` argument, then the ``FASTOPT_BACKEND`` environment
 variable, then the default (``"numba"`` when Numba is installed, else ``"c"`` when the
-compiled extension is present, else ``"numpy"``). Backends are imported on first use,
+compiled extension is present, else ``"numpy"``). CUDA device arrays select ``"cuda"``
+by themselves (:func:`resolve_for`); it is never the default for host arrays. Backends are imported on first use,
 so ``import fastopt`` stays fast and works without Numba.
 """
 
@@ -12,6 +13,7 @@ import os
 
 _MODULES = {
     "numba": "fastopt.backends.numba_cpu",
+    "cuda": "fastopt.backends.numba_cuda",
     "c": "fastopt.backends.c_ffi",
     "numpy": "fastopt.backends.numpy_ref",
 }
@@ -34,7 +36,7 @@ def _load(name):
 
 
 def _installed(name):
-    if name == "numba":
+    if name in ("numba", "cuda"):
         return importlib.util.find_spec("numba") is not None
     if name == "c":
         return importlib.util.find_spec("fastopt._fastopt_c") is not None
@@ -59,6 +61,40 @@ def resolve_name(backend=None):
         raise ValueError(f"{source} must be one of {', '.join(map(repr, NAMES))}; "
                          f"got {name!r}")
     return name
+
+
+def resolve_for(on_device, backend=None):
+    """The backend name for arrays on the host (``on_device`` False) or on a CUDA
+    device: device arrays select ``"cuda"`` (FASTOPT_BACKEND does not apply to them),
+    and host arrays are refused by ``"cuda"`` rather than copied every step."""
+    if on_device:
+        if backend is not None and backend != "cuda":
+            resolve_name(backend)  # a bad name gets its own message
+            raise TypeError(f"backend {backend!r} runs on the CPU but the arrays are CUDA "
+                            "device arrays; use backend='cuda' (or leave it out)")
+        return "cuda"
+    name = resolve_name(backend)
+    if name == "cuda":
+        raise TypeError("backend 'cuda' needs CUDA device arrays (Numba device arrays, or "
+                        "arrays with __cuda_array_interface__ such as CuPy's) but got NumPy "
+                        "arrays; fastopt does not copy host arrays to the device each step. "
+                        "Move them once with numba.cuda.to_device, or use a CPU backend")
+    return name
+
+
+def placement(arrays, where="arrays"):
+    """True when every array is a CUDA device array, False when none is; mixed host
+    and device arrays, or device arrays on different devices, are refused."""
+    from .. import _device
+
+    flags = [_device.is_device_array(a) for a in arrays]
+    if any(flags) and not all(flags):
+        raise TypeError(f"{where} mix NumPy (host) arrays and CUDA device arrays; "
+                        "give all of them on one side")
+    if flags and flags[0]:
+        _device.check_same_device(arrays, where)
+        return True
+    return False
 
 
 def get_backend(backend=None):

@@ -1,0 +1,266 @@
+"""The ``"cuda"`` backend: numba-cuda kernels compiled from fastopt._math.
+
+Params, grads and state stay on the device. One optimizer step is one kernel launch
+per group and dtype, in the spirit of multi_tensor_apply: one thread block per entry
+of a chunk table ``(tensor, start, stop)`` (64-bit offsets), and each block reaches
+its tensor through an address table. Param and state addresses do not change, so
+their table is copied to the device once; the grad addresses and the per-step
+scalars, which do, travel as kernel arguments (tuples, copied at launch), so a step
+has no host-to-device copy and no synchronisation.
+
+Reductions (finiteness, sums of squares, batch-norm statistics) write one float64
+partial per block, reduced inside the block by a fixed tree, and the host adds the
+partials in block order: the results do not depend on the launch configuration.
+
+Under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the same kernel source
+runs as Python, with small chunks; there device memory is host memory, and
+``_element_pointer`` views it through ctypes instead of the CUDA intrinsic.
+"""
+
+import ctypes
+import math
+
+import numpy as np
+from numba import config, cuda
+
+from .. import _device, _math
+from .._rules import RULES
+from . import _tables
+
+SIMULATED = bool(config.ENABLE_CUDASIM)
+if not cuda.is_available():
+    raise ImportError("no CUDA device (and NUMBA_ENABLE_CUDASIM is not set)")
+
+CHUNK = 256 if SIMULATED else 1 << 14  # elements per thread block
+THREADS = 32 if SIMULATED else 256  # threads per block (a power of two)
+MAX_TENSORS_PER_LAUNCH = 256  # grad addresses ride in the kernel's parameter space
+GRAD, SLOTS = 1, (2, 3, 4)
+
+if SIMULATED:
+    def _element_pointer(address, like):
+        """Elements of ``like``'s type at ``address`` (simulator: host memory)."""
+        if address == 0:
+            return np.empty(0, dtype=type(like))
+        ctype = np.ctypeslib.as_ctypes_type(np.dtype(type(like)))
+        return np.ctypeslib.as_array((ctype * (1 << 30)).from_address(int(address)))
+else:
+    from numba import types
+    from numba.cuda.extending import intrinsic
+
+    @intrinsic
+    def _element_pointer(typingctx, address, like):
+        """A typed pointer (``like``'s type) to the device address ``address``."""
+        pointer = types.CPointer(like)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+        return pointer(types.int64, like), codegen
+
+_update = _math.element_functions(cuda.jit(device=True))
+
+
+def _make_optim_kernel(rule_id, flags, used):
+    use0, use1, use2 = used
+
+    @cuda.jit
+    def optim_kernel(addresses, grads, chunks, h):
+        zero = h[_math.ZERO]
+        for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+            t = chunks[c, 0]
+            start = chunks[c, 1]
+            p = _element_pointer(addresses[t, 0], zero)
+            g = _element_pointer(grads[t], zero)
+            s0 = _element_pointer(addresses[t, 2], zero)
+            s1 = _element_pointer(addresses[t, 3], zero)
+            s2 = _element_pointer(addresses[t, 4], zero)
+            for i in range(start + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+                a0 = s0[i] if use0 else zero
+                a1 = s1[i] if use1 else zero
+                a2 = s2[i] if use2 else zero
+                p[i], a0, a1, a2 = _update(rule_id, p[i], g[i], a0, a1, a2, h, flags)
+                if use0:
+                    s0[i] = a0
+                if use1:
+                    s1[i] = a1
+                if use2:
+                    s2[i] = a2
+
+    return optim_kernel
+
+
+@cuda.jit(device=True)
+def _block_sum(shared, value):
+    """The sum of ``value`` over the block, by a fixed tree in ``shared`` (float64)."""
+    tid = cuda.threadIdx.x
+    shared[tid] = value
+    cuda.syncthreads()
+    stride = cuda.blockDim.x // 2
+    while stride > 0:
+        if tid < stride:
+            shared[tid] += shared[tid + stride]
+        cuda.syncthreads()
+        stride //= 2
+    total = shared[0]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit
+def _chunk_reduction(x, chunks, out, probe_finite):
+    """Per chunk, the float64 sum of ``x*x``, or with ``probe_finite`` of ``x - x``
+    (0 while every element is finite, NaN otherwise)."""
+    shared = cuda.shared.array(THREADS, np.float64)
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        acc = 0.0
+        for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+            v = np.float64(x[i])
+            acc += v - v if probe_finite else v * v
+        total = _block_sum(shared, acc)
+        if cuda.threadIdx.x == 0:
+            out[c] = total
+
+
+@cuda.jit
+def _bn_partial_sums(a, b, ka, kb, rows, s1, s2):
+    """Float64 partial sums per (row block, channel): one thread block per item."""
+    shared = cuda.shared.array(THREADS, np.float64)
+    outer, channels, inner = a.shape
+    n_items = s1.shape[0] * channels
+    for item in range(cuda.blockIdx.x, n_items, cuda.gridDim.x):
+        rb = item // channels
+        c = item % channels
+        o0 = rb * rows
+        count = (min(o0 + rows, outer) - o0) * inner
+        kac = ka[c]
+        kbc = kb[c]
+        x1 = 0.0
+        x2 = 0.0
+        for k in range(cuda.threadIdx.x, count, cuda.blockDim.x):
+            o = o0 + k // inner
+            i = k % inner
+            u = np.float64(a[o, c, i]) - kac
+            x1 += u
+            x2 += u * (np.float64(b[o, c, i]) - kbc)
+        total1 = _block_sum(shared, x1)
+        total2 = _block_sum(shared, x2)
+        if cuda.threadIdx.x == 0:
+            s1[rb, c] = total1
+            s2[rb, c] = total2
+
+
+@cuda.jit
+def _bn_affine(a, b, p, q, r, out, use_b):
+    outer, channels, inner = a.shape
+    n = outer * channels * inner
+    start = cuda.grid(1)
+    for k in range(start, n, cuda.gridsize(1)):
+        i = k % inner
+        c = (k // inner) % channels
+        o = k // (inner * channels)
+        v = a[o, c, i] * p[c]
+        if use_b:
+            v = v + b[o, c, i] * q[c]
+        out[o, c, i] = v + r[c]
+
+
+def _blocks(n):
+    return max(1, min(int(n), 65535 if SIMULATED else 1 << 20))
+
+
+class CudaBackend:
+    """numba-cuda kernels; see the module docstring."""
+
+    name = "cuda"
+    device = True  # the optimizer and batch norm hand this backend device arrays
+
+    def __init__(self):
+        self._kernels = {}
+        self._chunk_tables = {}
+
+    def _kernel(self, rule_name, flags, used):
+        key = (rule_name, flags, used)
+        kernel = self._kernels.get(key)
+        if kernel is None:
+            kernel = self._kernels[key] = _make_optim_kernel(_math.RULE_IDS[rule_name],
+                                                             flags, used)
+        return kernel
+
+    def _chunks(self, sizes):
+        key = tuple(int(s) for s in sizes)
+        table = self._chunk_tables.get(key)
+        if table is None:
+            table = self._chunk_tables[key] = cuda.to_device(
+                _tables.chunk_table(key, chunk=CHUNK))
+        return table
+
+    def _tables(self, tensors, slots, part):
+        """Device address table (param, 0, slots) and chunk table of one launch."""
+        key = ("cuda tables", slots, part)
+        tables = tensors.cache.get(key)
+        if tables is None:
+            lo, hi = part
+            addresses = np.zeros((hi - lo, 5), dtype=np.int64)
+            addresses[:, 0] = [_device.address(p) for p in tensors.params[lo:hi]]
+            for column, name in zip(SLOTS, slots):
+                if name is not None:
+                    addresses[:, column] = [_device.address(s)
+                                            for s in tensors.states[name][lo:hi]]
+            tables = tensors.cache[key] = (cuda.to_device(addresses),
+                                           self._chunks(tensors.sizes[lo:hi]))
+        return tables
+
+    def optim_step(self, rule_name, tensors, grads, hyper):
+        """Apply one step of rule ``rule_name`` to every tensor of ``tensors``."""
+        rule = RULES[rule_name]
+        flags = rule.flags(hyper)
+        slots = rule.slots(flags)
+        used = tuple(name is not None for name in slots)
+        kernel = self._kernel(rule_name, flags, used)
+        h = tuple(rule.pack(tensors.dtype, hyper))
+        for lo in range(0, len(tensors.params), MAX_TENSORS_PER_LAUNCH):
+            hi = min(lo + MAX_TENSORS_PER_LAUNCH, len(tensors.params))
+            addresses, chunks = self._tables(tensors, slots, (lo, hi))
+            grad_addresses = tuple(_device.address(g) for g in grads[lo:hi])
+            kernel[_blocks(chunks.shape[0]), THREADS](addresses, grad_addresses, chunks, h)
+
+    def _chunk_reduction(self, arrays, probe_finite):
+        partials = []
+        for x in arrays:
+            chunks = self._chunks([x.size])
+            out = cuda.device_array(chunks.shape[0], dtype=np.float64)
+            _chunk_reduction[_blocks(chunks.shape[0]), THREADS](x, chunks, out, probe_finite)
+            partials.append(out.copy_to_host())
+        return np.concatenate(partials) if partials else np.zeros(0)
+
+    def chunk_sums_of_squares(self, arrays):
+        """Float64 sums of squares per fixed chunk of 1-D device arrays (on the host)."""
+        return self._chunk_reduction(arrays, False)
+
+    def all_finite(self, arrays):
+        """Whether every element of the 1-D device arrays is finite."""
+        return not np.isnan(self._chunk_reduction(arrays, True)).any()
+
+    def bn_sums(self, a, b, ka, kb):
+        """Per channel of (outer, C, inner) device views: sum(a-ka), sum((a-ka)*(b-kb))
+        in float64, from per-block partials added in block order on the host."""
+        outer, channels, inner = a.shape
+        rows = max(1, CHUNK // max(1, inner))
+        n_row_blocks = (outer + rows - 1) // rows
+        s1 = cuda.device_array((n_row_blocks, channels), dtype=np.float64)
+        s2 = cuda.device_array((n_row_blocks, channels), dtype=np.float64)
+        _bn_partial_sums[_blocks(n_row_blocks * channels), THREADS](
+            a, b, cuda.to_device(np.ascontiguousarray(ka, dtype=np.float64)),
+            cuda.to_device(np.ascontiguousarray(kb, dtype=np.float64)), rows, s1, s2)
+        return s1.copy_to_host().sum(axis=0), s2.copy_to_host().sum(axis=0)
+
+    def bn_affine(self, a, b, p, q, r, out):
+        """``out = a*P + b*Q + R`` per channel, in the dtype (``a*P + R`` when b is None)."""
+        dtype = out.dtype
+        p, r = (cuda.to_device(np.ascontiguousarray(v, dtype=dtype)) for v in (p, r))
+        q = p if q is None else cuda.to_device(np.ascontiguousarray(q, dtype=dtype))
+        _bn_affine[_blocks((a.size + THREADS - 1) // THREADS), THREADS](
+            a, a if b is None else b, p, q, r, out, b is not None)
+
+
+BACKEND = CudaBackend()
