@@ -54,7 +54,7 @@ void SFX(fo_bn_sums)(const REAL *a, const REAL *b, const double *ka, const doubl
 {
     const int64_t n_col_blocks = (channels + cols - 1) / cols;
     const int64_t n_row_blocks = (outer + rows - 1) / rows;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (outer * channels * inner >= FO_PARALLEL_MIN_ELEMENTS)
     for (int64_t item = 0; item < n_row_blocks * n_col_blocks; item++) {
         const int64_t rb = item / n_col_blocks;
         const int64_t c0 = (item % n_col_blocks) * cols;
@@ -95,13 +95,13 @@ void SFX(fo_bn_affine)(const REAL *a, const REAL *b, const REAL *p, const REAL *
                        int64_t inner)
 {
     if (inner == 1) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (outer * channels >= FO_PARALLEL_MIN_ELEMENTS)
         for (int64_t o = 0; o < outer; o++)
             SFX(fo_bn_row_cl)(a + o * channels, b ? b + o * channels : NULL, p, q, r,
                               out + o * channels, channels);
         return;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (outer * channels * inner >= FO_PARALLEL_MIN_ELEMENTS)
     for (int64_t oc = 0; oc < outer * channels; oc++) {
         const int64_t c = oc % channels;
         SFX(fo_bn_row)(a + oc * inner, b ? b + oc * inner : NULL, p[c], b ? q[c] : 0, r[c],

@@ -36,11 +36,27 @@
 #define FO_ADAGRAD_CLR 4
 #define FO_ADAGRAD_EPS 5
 
+/* The rules of fastopt.compat's adapters (other libraries' rounding). */
+#define FO_VEL_LR 4
+#define FO_VEL_MOMENTUM 5
+#define FO_ADAM_SQ_LR 8
+#define FO_ADAM_SQ_BC1 9
+#define FO_ADAM_SQ_EPS 10
+#define FO_ADAM_SQ_BC2 11
+
 #define FO_RULE_SGD 0
 #define FO_RULE_RMSPROP 1
 #define FO_RULE_ADAM 2
 #define FO_RULE_ADAGRAD 3
-#define FO_N_VARIANTS 32
+#define FO_RULE_VELOCITY 4
+#define FO_RULE_RMSPROP_SQ 5
+#define FO_RULE_ADAM_SQ 6
+#define FO_N_VARIANTS 56
+
+/* Work below this many elements (4 chunks of fastopt.backends._tables.CHUNK) runs on
+   the calling thread: waking the thread pool costs more than it saves there. */
+#define FO_PARALLEL_MIN_CHUNKS 4
+#define FO_PARALLEL_MIN_ELEMENTS 131072
 
 /* One optimizer step over every chunk; returns 0, or -1 for an unknown variant. */
 int fo_optim_f32(int variant, const int64_t *addresses, const int64_t *chunks,

@@ -82,11 +82,33 @@ FO_INLINE void SFX(run_chunk)(const int rule, const int flag0, const int flag1,
             }
             const REAL denom = sqrt(second) / h[FO_ADAM_BC2_SQRT] + h[FO_ADAM_EPS];
             p[i] = pi - h[FO_ADAM_STEP_SIZE] * exp_avg / denom;
-        } else { /* FO_RULE_ADAGRAD */
+        } else if (rule == FO_RULE_ADAGRAD) {
             const REAL gi = SFX(prepare_grad)(pi, g[i], h, scaled);
             const REAL state_sum = s0[i] + gi * gi;
             s0[i] = state_sum;
             p[i] = pi - h[FO_ADAGRAD_CLR] * gi / (sqrt(state_sum) + h[FO_ADAGRAD_EPS]);
+        } else if (rule == FO_RULE_VELOCITY) { /* v = mu*v - lr*g ; p += v */
+            const REAL gi = SFX(prepare_grad)(pi, g[i], h, scaled);
+            const REAL momentum = h[FO_VEL_MOMENTUM], lr = h[FO_VEL_LR];
+            const REAL velocity = momentum * s0[i] - lr * gi;
+            s0[i] = velocity;
+            p[i] = flag0 ? pi + (momentum * velocity - lr * gi) : pi + velocity; /* nesterov */
+        } else if (rule == FO_RULE_RMSPROP_SQ) {
+            const REAL gi = SFX(prepare_grad)(pi, g[i], h, scaled);
+            const REAL cache = h[FO_RMS_ALPHA] * s0[i] + h[FO_RMS_ONE_MINUS_ALPHA] * (gi * gi);
+            s0[i] = cache;
+            p[i] = pi - h[FO_RMS_LR] * gi / (sqrt(cache) + h[FO_RMS_EPS]);
+        } else { /* FO_RULE_ADAM_SQ */
+            const REAL gi = SFX(prepare_grad)(pi, g[i], h, scaled);
+            const REAL m = h[FO_ADAM_BETA1] * s0[i] + h[FO_ADAM_ONE_MINUS_BETA1] * gi;
+            const REAL v = h[FO_ADAM_BETA2] * s1[i] + h[FO_ADAM_ONE_MINUS_BETA2] * (gi * gi);
+            s0[i] = m;
+            s1[i] = v;
+            if (flag0) /* corrected moments (cs231n, nnfs) */
+                p[i] = pi - h[FO_ADAM_SQ_LR] * (m / h[FO_ADAM_SQ_BC1]) /
+                                (sqrt(v / h[FO_ADAM_SQ_BC2]) + h[FO_ADAM_SQ_EPS]);
+            else /* scikit-learn: lr_t in FO_ADAM_SQ_LR */
+                p[i] = pi - h[FO_ADAM_SQ_LR] * m / (sqrt(v) + h[FO_ADAM_SQ_EPS]);
         }
     }
 }
@@ -95,15 +117,18 @@ typedef void (*SFX(chunk_fn))(REAL *restrict, const REAL *restrict, REAL *restri
                               REAL *restrict, REAL *restrict, int64_t,
                               const REAL *restrict);
 
-/* The compiled variants: (rule, flag0, flag1, scaled). Adam's flag1 and Adagrad's
-   flags are always 0, so those combinations are not built. */
+/* The compiled variants: (rule, flag0, flag1, scaled). Flags a rule does not use
+   are always 0, so those combinations are not built. */
 #define FO_VARIANTS(X)                                                            \
     X(0, 0, 0, 0) X(0, 0, 0, 1) X(0, 0, 1, 0) X(0, 0, 1, 1)                      \
     X(0, 1, 0, 0) X(0, 1, 0, 1) X(0, 1, 1, 0) X(0, 1, 1, 1)                      \
     X(1, 0, 0, 0) X(1, 0, 0, 1) X(1, 0, 1, 0) X(1, 0, 1, 1)                      \
     X(1, 1, 0, 0) X(1, 1, 0, 1) X(1, 1, 1, 0) X(1, 1, 1, 1)                      \
     X(2, 0, 0, 0) X(2, 0, 0, 1) X(2, 1, 0, 0) X(2, 1, 0, 1)                      \
-    X(3, 0, 0, 0) X(3, 0, 0, 1)
+    X(3, 0, 0, 0) X(3, 0, 0, 1)                                                  \
+    X(4, 0, 0, 0) X(4, 0, 0, 1) X(4, 1, 0, 0) X(4, 1, 0, 1)                      \
+    X(5, 0, 0, 0) X(5, 0, 0, 1)                                                  \
+    X(6, 0, 0, 0) X(6, 0, 0, 1) X(6, 1, 0, 0) X(6, 1, 0, 1)
 
 #define FO_DEFINE_VARIANT(rule, f0, f1, sc)                                      \
     FO_CLONES void SFX(fo_chunk_##rule##f0##f1##sc)(                             \
@@ -128,7 +153,7 @@ int SFX(fo_optim)(int variant, const int64_t *addresses, const int64_t *chunks,
         return -1;
     const SFX(chunk_fn) chunk = SFX(variants)[variant];
 
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_chunks >= FO_PARALLEL_MIN_CHUNKS)
     for (int64_t c = 0; c < n_chunks; c++) {
         const int64_t *row = chunks + 3 * c;
         const int64_t *a = addresses + 5 * row[0];
@@ -158,7 +183,7 @@ FO_CLONES void SFX(fo_sumsq_chunk)(const REAL *restrict x, int64_t n, double *ou
 void SFX(fo_sumsq)(const int64_t *addresses, const int64_t *chunks, int64_t n_chunks,
                    double *out)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_chunks >= FO_PARALLEL_MIN_CHUNKS)
     for (int64_t c = 0; c < n_chunks; c++) {
         const int64_t *row = chunks + 3 * c;
         SFX(fo_sumsq_chunk)(FO_PTR(const REAL, addresses[row[0]]) + row[1],
@@ -169,7 +194,7 @@ void SFX(fo_sumsq)(const int64_t *addresses, const int64_t *chunks, int64_t n_ch
 void SFX(fo_finite)(const int64_t *addresses, const int64_t *chunks, int64_t n_chunks,
                     unsigned char *out)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_chunks >= FO_PARALLEL_MIN_CHUNKS)
     for (int64_t c = 0; c < n_chunks; c++) {
         const int64_t *row = chunks + 3 * c;
         const REAL *x = FO_PTR(const REAL, addresses[row[0]]) + row[1];

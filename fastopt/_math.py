@@ -51,8 +51,19 @@ ADAM_AMSGRAD = 0
 # Adagrad
 ADAGRAD_CLR, ADAGRAD_EPS = 4, 5
 
+# Rules that fastopt.compat's adapters need: other libraries' maths, rounded as they
+# round it (DESIGN section 7), kept apart from the torch rules above.
+# Velocity-form momentum (cs231n, scikit-learn, nnfs).
+VEL_LR, VEL_MOMENTUM = 4, 5
+VEL_NESTEROV = 0
+# RMSprop with (1 - alpha) * (g * g) (cs231n, nnfs); the RMS_* indices.
+# Adam with (1 - beta2) * (g * g); ADAM_BETA1..ADAM_ONE_MINUS_BETA2 as above.
+ADAM_SQ_LR, ADAM_SQ_BC1, ADAM_SQ_EPS, ADAM_SQ_BC2 = 8, 9, 10, 11
+ADAM_SQ_CORRECTED = 0  # corrected moments (cs231n, nnfs), else scikit-learn's lr_t form
+
 # Rule ids for the dispatching ``update``; every rule's flag tuple has FLAGS_LEN entries.
-RULE_IDS = {"sgd": 0, "rmsprop": 1, "adam": 2, "adagrad": 3}
+RULE_IDS = {"sgd": 0, "rmsprop": 1, "adam": 2, "adagrad": 3,
+            "velocity": 4, "rmsprop_sq": 5, "adam_sq": 6}
 FLAGS_LEN = 3
 SCALED = 2  # flag common to all rules: a grad_scale was given (else SCALE is +-1)
 
@@ -150,6 +161,42 @@ def element_functions(jit):
         return p, state_sum, s1, s2
 
     @jit
+    def velocity_update(p, g, velocity, s1, s2, h, f):
+        """``v = mu*v - lr*g ; p += v`` (Nesterov, scikit-learn's: ``p += mu*v - lr*g``
+        with the new v)."""
+        g = prepare_grad(p, g, h, f)
+        momentum = h[VEL_MOMENTUM]
+        lr = h[VEL_LR]
+        velocity = momentum * velocity - lr * g
+        if f[VEL_NESTEROV]:
+            p = p + (momentum * velocity - lr * g)
+        else:
+            p = p + velocity
+        return p, velocity, s1, s2
+
+    @jit
+    def rmsprop_sq_update(p, g, cache, s1, s2, h, f):
+        """``cache = a*cache + (1-a)*(g*g) ; p -= lr*g / (sqrt(cache) + eps)``."""
+        g = prepare_grad(p, g, h, f)
+        cache = h[RMS_ALPHA] * cache + h[RMS_ONE_MINUS_ALPHA] * (g * g)
+        p = p - h[RMS_LR] * g / (math.sqrt(cache) + h[RMS_EPS])
+        return p, cache, s1, s2
+
+    @jit
+    def adam_sq_update(p, g, m, v, s2, h, f):
+        """Adam as cs231n and nnfs write it, ``p -= lr*(m/bc1) / (sqrt(v/bc2) + eps)``,
+        or as scikit-learn does, ``p -= lr_t*m / (sqrt(v) + eps)``."""
+        g = prepare_grad(p, g, h, f)
+        m = h[ADAM_BETA1] * m + h[ADAM_ONE_MINUS_BETA1] * g
+        v = h[ADAM_BETA2] * v + h[ADAM_ONE_MINUS_BETA2] * (g * g)
+        if f[ADAM_SQ_CORRECTED]:
+            p = p - h[ADAM_SQ_LR] * (m / h[ADAM_SQ_BC1]) / (
+                math.sqrt(v / h[ADAM_SQ_BC2]) + h[ADAM_SQ_EPS])
+        else:
+            p = p - h[ADAM_SQ_LR] * m / (math.sqrt(v) + h[ADAM_SQ_EPS])
+        return p, m, v, s2
+
+    @jit
     def update(rule, p, g, s0, s1, s2, h, f):
         if rule == 0:
             return sgd_update(p, g, s0, s1, s2, h, f)
@@ -157,7 +204,13 @@ def element_functions(jit):
             return rmsprop_update(p, g, s0, s1, s2, h, f)
         if rule == 2:
             return adam_update(p, g, s0, s1, s2, h, f)
-        return adagrad_update(p, g, s0, s1, s2, h, f)
+        if rule == 3:
+            return adagrad_update(p, g, s0, s1, s2, h, f)
+        if rule == 4:
+            return velocity_update(p, g, s0, s1, s2, h, f)
+        if rule == 5:
+            return rmsprop_sq_update(p, g, s0, s1, s2, h, f)
+        return adam_sq_update(p, g, s0, s1, s2, h, f)
 
     return update
 
@@ -167,10 +220,11 @@ def element_functions(jit):
 
 
 def _pack(dtype, values):
-    h = np.zeros(HYPER_LEN, dtype=np.float64)
+    # Python floats are float64, so np.array(..., dtype) rounds each value once.
+    h = [0.0] * HYPER_LEN
     for index, value in values.items():
         h[index] = value
-    return h.astype(dtype)
+    return np.array(h, dtype=dtype)
 
 
 def _grad_prep(grad_scale, maximize, weight_decay, l1):
@@ -215,4 +269,34 @@ def adagrad_hyper(dtype, *, step, lr, lr_decay, eps, weight_decay, l1, maximize,
     """Scalars for :func:`adagrad_update` at step ``step`` (1-based, already incremented)."""
     values = _grad_prep(grad_scale, maximize, weight_decay, l1)
     values.update({ADAGRAD_CLR: lr / (1.0 + (step - 1) * lr_decay), ADAGRAD_EPS: eps})
+    return _pack(dtype, values)
+
+
+def velocity_hyper(dtype, *, lr, momentum, grad_scale=None):
+    """Scalars for :func:`velocity_update`."""
+    values = _grad_prep(grad_scale, False, 0.0, 0.0)
+    values.update({VEL_LR: lr, VEL_MOMENTUM: momentum})
+    return _pack(dtype, values)
+
+
+def rmsprop_sq_hyper(dtype, *, lr, alpha, eps, grad_scale=None):
+    """Scalars for :func:`rmsprop_sq_update`."""
+    values = _grad_prep(grad_scale, False, 0.0, 0.0)
+    values.update({RMS_LR: lr, RMS_ALPHA: alpha, RMS_ONE_MINUS_ALPHA: 1.0 - alpha,
+                   RMS_EPS: eps})
+    return _pack(dtype, values)
+
+
+def adam_sq_hyper(dtype, *, step, lr, beta1, beta2, eps, corrected, grad_scale=None):
+    """Scalars for :func:`adam_sq_update` at step ``step`` (1-based). Not corrected:
+    scikit-learn's ``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)`` goes in LR."""
+    bias_correction1 = 1.0 - beta1 ** step
+    bias_correction2 = 1.0 - beta2 ** step
+    values = _grad_prep(grad_scale, False, 0.0, 0.0)
+    values.update({
+        ADAM_BETA1: beta1, ADAM_ONE_MINUS_BETA1: 1.0 - beta1,
+        ADAM_BETA2: beta2, ADAM_ONE_MINUS_BETA2: 1.0 - beta2,
+        ADAM_SQ_LR: lr if corrected else lr * math.sqrt(bias_correction2) / bias_correction1,
+        ADAM_SQ_BC1: bias_correction1, ADAM_SQ_BC2: bias_correction2, ADAM_SQ_EPS: eps,
+    })
     return _pack(dtype, values)

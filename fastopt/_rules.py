@@ -75,3 +75,29 @@ RULES = {
         flags=lambda kw: (False, False, _scaled(kw)),
         slots=lambda f: ("sum", None, None)),
 }
+
+
+# The rules of fastopt.compat's adapters (other libraries' maths; DESIGN section 7).
+# Their hyper kwargs: velocity (lr, momentum, nesterov, grad_scale), rmsprop_sq (lr,
+# alpha, eps, grad_scale), adam_sq (step, lr, beta1, beta2, eps, corrected, grad_scale).
+RULES.update({
+    "velocity": Rule(
+        "velocity",
+        lambda dtype, kw: _math.velocity_hyper(dtype, lr=kw["lr"], momentum=kw["momentum"],
+                                               grad_scale=kw["grad_scale"]),
+        flags=lambda kw: (bool(kw["nesterov"]), False, _scaled(kw)),
+        slots=lambda f: ("velocity", None, None)),
+    "rmsprop_sq": Rule(
+        "rmsprop_sq",
+        lambda dtype, kw: _math.rmsprop_sq_hyper(dtype, lr=kw["lr"], alpha=kw["alpha"],
+                                                 eps=kw["eps"], grad_scale=kw["grad_scale"]),
+        flags=lambda kw: (False, False, _scaled(kw)),
+        slots=lambda f: ("cache", None, None)),
+    "adam_sq": Rule(
+        "adam_sq",
+        lambda dtype, kw: _math.adam_sq_hyper(
+            dtype, step=kw["step"], lr=kw["lr"], beta1=kw["beta1"], beta2=kw["beta2"],
+            eps=kw["eps"], corrected=kw["corrected"], grad_scale=kw["grad_scale"]),
+        flags=lambda kw: (bool(kw["corrected"]), False, _scaled(kw)),
+        slots=lambda f: ("m", "v", None)),
+})

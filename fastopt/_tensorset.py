@@ -21,8 +21,8 @@ def memory_order(array):
 def flat_view(array):
     """A 1-D view of a contiguous (host or device) array in memory order (never a copy)."""
     view = array.ravel(order=memory_order(array))
-    assert not isinstance(array, np.ndarray) or np.shares_memory(view, array) \
-        or array.size == 0
+    assert not isinstance(array, np.ndarray) or array.size == 0 \
+        or view.ctypes.data == array.ctypes.data
     return view
 
 
@@ -42,6 +42,7 @@ class TensorSet:
         self.indices = list(indices)  # positions in the owner's flat param list
         self.params = [flat_view(p) for p in params]
         self.sizes = np.array([p.size for p in self.params], dtype=np.int64)
+        self.total = int(self.sizes.sum())
         self.states = {name: [flat_view(s) for s in arrays] for name, arrays in states.items()}
         self.cache = {}
 

@@ -28,13 +28,14 @@ from . import _device, _validate, backends
 
 class BatchNormCache:
     """What backward needs: a reference to ``x`` (not a copy), the per-channel float64
-    ``mean`` and ``invstd`` used, a reference to ``gamma``, the channel ``axis``, the
-    mode, and the backend name. Per-channel data only: O(C) memory beyond x."""
+    ``mean``, biased ``var`` and ``invstd`` used, a reference to ``gamma``, the channel
+    ``axis``, the mode, and the backend name. Per-channel data only: O(C) memory
+    beyond x."""
 
-    __slots__ = ("x", "mean", "invstd", "gamma", "axis", "training", "backend")
+    __slots__ = ("x", "mean", "var", "invstd", "gamma", "axis", "training", "backend")
 
-    def __init__(self, x, mean, invstd, gamma, axis, training, backend):
-        self.x, self.mean, self.invstd, self.gamma = x, mean, invstd, gamma
+    def __init__(self, x, mean, var, invstd, gamma, axis, training, backend):
+        self.x, self.mean, self.var, self.invstd, self.gamma = x, mean, var, invstd, gamma
         self.axis, self.training, self.backend = axis, training, backend
 
 
@@ -163,7 +164,7 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
                 target[...] = value
             else:
                 _device.write(target, value)
-    cache = BatchNormCache(x, mean, invstd, gamma, axis, training, name)
+    cache = BatchNormCache(x, mean, var, invstd, gamma, axis, training, name)
     return y3.reshape(x.shape), cache
 
 

@@ -89,7 +89,13 @@ def _as_list(x):
 
 def _apply(rule, params, grads, states, hyper, backend):
     """Validate everything, then run ``rule`` once per dtype over the arrays."""
-    hyper = CHECKS[rule](hyper)
+    run_rule(rule, params, grads, states, CHECKS[rule](hyper), backend)
+
+
+def run_rule(rule, params, grads, states, hyper, backend=None):
+    """Check the arrays, then apply rule ``rule`` (a name in :mod:`fastopt._rules`) with
+    already-checked ``hyper`` to caller-owned params and state arrays (``states`` maps
+    a state name to one array per param), one fused kernel call per dtype."""
     params, grads = _as_list(params), _as_list(grads)
     if not params:
         raise ValueError("no params given")
@@ -113,14 +119,33 @@ def _apply(rule, params, grads, states, hyper, backend):
         state_lists[name] = [_validate.state(s, p, f"{name} {i}") for i, (s, p) in
                              enumerate(zip(arrays, params))]
     runner = backends.get_backend(backend_name)
-    by_dtype = {}
-    for i, p in enumerate(params):
-        by_dtype.setdefault(p.dtype, []).append(i)
-    for indices in by_dtype.values():
-        tensors = TensorSet([params[i] for i in indices], indices,
-                            {name: [arrays[i] for i in indices]
-                             for name, arrays in state_lists.items()})
-        runner.optim_step(rule, tensors, [flat_grads[i] for i in indices], hyper)
+    for tensors in _tensor_sets(rule, params, state_lists):
+        runner.optim_step(rule, tensors, [flat_grads[i] for i in tensors.indices], hyper)
+
+
+_SETS = {}  # (rule, param ids, state ids) -> (TensorSets, the arrays they describe)
+_SETS_MAX = 256
+
+
+def _tensor_sets(rule, params, state_lists):
+    """The TensorSets (one per dtype) of validated params and states, cached while the
+    same array objects come back, as when a trainer calls once per step with the
+    same weights and state (the cache holds references, so an id is never reused)."""
+    key = (rule, tuple(map(id, params)),
+           tuple((name, tuple(map(id, arrays))) for name, arrays in state_lists.items()))
+    entry = _SETS.get(key)
+    if entry is None:
+        by_dtype = {}
+        for i, p in enumerate(params):
+            by_dtype.setdefault(p.dtype, []).append(i)
+        sets = [TensorSet([params[i] for i in indices], indices,
+                          {name: [arrays[i] for i in indices]
+                           for name, arrays in state_lists.items()})
+                for indices in by_dtype.values()]
+        if len(_SETS) >= _SETS_MAX:
+            del _SETS[next(iter(_SETS))]
+        entry = _SETS[key] = (sets, params, state_lists)
+    return entry[0]
 
 
 def sgd_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0,

@@ -102,6 +102,42 @@ def adagrad(p, g, state_sum, *, step, lr, lr_decay=0.0, eps=1e-10, weight_decay=
 # Batch norm (torch semantics; statistics in float64, outputs in x's dtype).
 
 
+# Other libraries' rules, for fastopt.compat (their rounding: (1 - beta) * (g * g)).
+
+
+def velocity(p, g, velocity, *, lr, momentum, nesterov=False, grad_scale=None):
+    """``v = momentum*v - lr*g ; p += v`` (nesterov: ``p += momentum*v - lr*g``)."""
+    cast = p.dtype.type
+    g = _prepared_grad(p, g, weight_decay=0.0, l1=0.0, maximize=False,
+                       grad_scale=grad_scale)
+    velocity[...] = cast(momentum) * velocity - cast(lr) * g
+    p += cast(momentum) * velocity - cast(lr) * g if nesterov else velocity
+
+
+def rmsprop_sq(p, g, cache, *, lr, alpha, eps, grad_scale=None):
+    """``cache = alpha*cache + (1-alpha)*(g*g) ; p -= lr*g / (sqrt(cache) + eps)``."""
+    cast = p.dtype.type
+    g = _prepared_grad(p, g, weight_decay=0.0, l1=0.0, maximize=False,
+                       grad_scale=grad_scale)
+    cache[...] = cast(alpha) * cache + cast(1.0 - alpha) * (g * g)
+    p -= cast(lr) * g / (np.sqrt(cache) + cast(eps))
+
+
+def adam_sq(p, g, m, v, *, step, lr, beta1, beta2, eps, corrected, grad_scale=None):
+    """Adam with bias-corrected moments (``corrected``, cs231n/nnfs) or scikit-learn's
+    ``lr_t = lr*sqrt(1-beta2**t)/(1-beta1**t)`` with eps outside the correction."""
+    cast = p.dtype.type
+    g = _prepared_grad(p, g, weight_decay=0.0, l1=0.0, maximize=False,
+                       grad_scale=grad_scale)
+    m[...] = cast(beta1) * m + cast(1.0 - beta1) * g
+    v[...] = cast(beta2) * v + cast(1.0 - beta2) * (g * g)
+    bc1, bc2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
+    if corrected:
+        p -= cast(lr) * (m / cast(bc1)) / (np.sqrt(v / cast(bc2)) + cast(eps))
+    else:
+        p -= cast(lr * math.sqrt(bc2) / bc1) * m / (np.sqrt(v) + cast(eps))
+
+
 def _channel_axes(x, axis):
     axis = axis % x.ndim
     return axis, tuple(a for a in range(x.ndim) if a != axis)

@@ -12,6 +12,13 @@ import numpy as np
 from .._rules import RULES
 
 CHUNK = 1 << 15  # elements per chunk: 128 KiB of float32, a comfortable L2 slice
+PARALLEL_MIN_ELEMENTS = 4 * CHUNK  # below this, kernels run on the calling thread
+
+
+def parallel(n_elements):
+    """Whether work on ``n_elements`` elements is worth the thread pool (see
+    PARALLEL_MIN_ELEMENTS; the numba and c backends share this rule)."""
+    return n_elements >= PARALLEL_MIN_ELEMENTS
 PARAM, GRAD = 0, 1
 SLOT0 = 2
 

@@ -6,6 +6,13 @@ slots, reaching each tensor through its address. The rule's structural flags, th
 used slots and the dtype are closure constants, so each compiled variant has no
 branches on them, and LLVM vectorises the element loop. Compiled code is cached on
 disk (``cache=True``) so that a new process does not recompile.
+
+Work below ``_tables.PARALLEL_MIN_ELEMENTS`` runs on one thread (the same compiled
+kernel, launched with ``numba.set_num_threads(1)``): waking the pool costs more than
+it saves there, and next to NumPy's BLAS threads, which spin after each matmul, a
+two-thread launch on a small array can cost milliseconds. (A kernel compiled without
+``parallel=True`` is no substitute: it loses the no-alias facts that let LLVM
+vectorise the element loop, and runs 3-10x slower.)
 """
 
 import numba
@@ -38,6 +45,19 @@ def _hyper_tuple(a):
 assert _math.HYPER_LEN == 12
 
 _update = _math.element_functions(numba.njit(inline="always"))
+
+
+def _launch(kernel, n_elements, *args):
+    """Run ``kernel(*args)`` on the thread pool, or on one thread for small work."""
+    if _tables.parallel(n_elements):
+        kernel(*args)
+        return
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        kernel(*args)
+    finally:
+        numba.set_num_threads(threads)
 
 
 def _make_optim_kernel(rule_id, flags, used, dtype):
@@ -194,7 +214,8 @@ class NumbaBackend:
                                                                 hyper)
         rule = RULES[rule_name]
         used = tuple(name is not None for name in rule.slots(flags))
-        self._kernel(rule, flags, used, tensors.dtype)(addresses, chunks, packed)
+        _launch(self._kernel(rule, flags, used, tensors.dtype), tensors.total,
+                addresses, chunks, packed)
 
     def _reductions(self, dtype):
         key = ("reductions", np.dtype(dtype))
@@ -207,26 +228,29 @@ class NumbaBackend:
         """Float64 sums of squares of fixed chunks of same-dtype 1-D contiguous arrays."""
         addresses, chunks = _tables.read_tables(arrays)
         out = np.zeros(len(chunks), dtype=np.float64)
-        self._reductions(arrays[0].dtype)[0](addresses, chunks, out)
+        _launch(self._reductions(arrays[0].dtype)[0], sum(a.size for a in arrays),
+                addresses, chunks, out)
         return out
 
     def all_finite(self, arrays):
         """Whether every element of the same-dtype 1-D contiguous arrays is finite."""
         addresses, chunks = _tables.read_tables(arrays)
         out = np.zeros(len(chunks), dtype=np.bool_)
-        self._reductions(arrays[0].dtype)[1](addresses, chunks, out)
+        _launch(self._reductions(arrays[0].dtype)[1], sum(a.size for a in arrays),
+                addresses, chunks, out)
         return bool(out.all())
 
     def bn_sums(self, a, b, ka, kb):
         """Per channel of (outer, C, inner) views: sum(a-ka), sum((a-ka)*(b-kb)) in
         float64, from partial sums over a fixed blocking added in block order."""
         rows, cols, s1, s2 = _tables.bn_partials(a.shape)
-        _bn_partial_sums(a, b, ka, kb, rows, cols, s1, s2)
+        _launch(_bn_partial_sums, a.size, a, b, ka, kb, rows, cols, s1, s2)
         return s1.sum(axis=0), s2.sum(axis=0)
 
     def bn_affine(self, a, b, p, q, r, out):
         """``out = a*P + b*Q + R`` per channel, in the dtype (``a*P + R`` when b is None)."""
-        _bn_affine(a, a if b is None else b, p, p if q is None else q, r, out, b is not None)
+        _launch(_bn_affine, a.size, a, a if b is None else b, p, p if q is None else q, r,
+                out, b is not None)
 
 
 BACKEND = NumbaBackend()

@@ -6,6 +6,10 @@ from .. import reference
 from .._rules import RULES
 
 
+# How many state arrays each reference function takes (the others take three).
+_STATE_ARGS = {"sgd": 1, "adagrad": 1, "velocity": 1, "rmsprop_sq": 1, "adam_sq": 2}
+
+
 class NumpyBackend:
     """The plain NumPy reference behind the backend interface (slow, exact)."""
 
@@ -18,8 +22,7 @@ class NumpyBackend:
         update = getattr(reference, rule_name)
         for i, (p, g) in enumerate(zip(tensors.params, grads)):
             states = [tensors.states[name][i] if name else None for name in slots]
-            if rule_name in ("sgd", "adagrad"):
-                states = states[:1]
+            states = states[:_STATE_ARGS.get(rule_name, 3)]
             update(p, g, *states, **hyper)
 
     def chunk_sums_of_squares(self, arrays):

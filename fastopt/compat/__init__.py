@@ -1,0 +1,13 @@
+"""Drop-in adapters for NumPy trainers people already have (DESIGN section 7).
+
+Each adapter keeps its library's names, signatures, defaults and maths (including
+where they differ from torch.optim) and runs fastopt's fused kernels underneath:
+
+* :mod:`fastopt.compat.cs231n`: the Stanford cs231n assignments' ``optim.py`` update
+  rules and batch-norm layers.
+* :mod:`fastopt.compat.sklearn`: scikit-learn's MLP optimizers, and ``accelerate()``,
+  under which ``MLPClassifier``/``MLPRegressor`` train with them.
+* :mod:`fastopt.compat.nnfs`: the optimizers of "Neural Networks from Scratch".
+
+Import the submodule you need; nothing is imported here.
+"""

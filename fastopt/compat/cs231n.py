@@ -1,0 +1,150 @@
+"""The cs231n assignments' update rules and batch-norm layers on fused kernels.
+
+A drop-in for ``cs231n/optim.py`` and the batch-norm functions of ``cs231n/layers.py``:
+the same names, signatures, config keys and defaults, and their maths::
+
+    sgd:           w -= learning_rate * dw
+    sgd_momentum:  v = momentum * v - learning_rate * dw ;  w += v
+    rmsprop:       cache = decay_rate * cache + (1 - decay_rate) * dw**2
+                   w -= learning_rate * dw / (sqrt(cache) + epsilon)
+    adam:          t += 1 ;  m = beta1 * m + (1 - beta1) * dw
+                   v = beta2 * v + (1 - beta2) * dw**2
+                   w -= learning_rate * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + epsilon)
+
+One-line change: ``Solver(model, data, update_rule=fastopt.compat.cs231n.adam, ...)``
+(or ``from fastopt.compat.cs231n import adam``). ``w`` is updated in place and
+returned (the Solver stores what is returned, as with the NumPy rules); the state
+arrays (``velocity``, ``cache``, ``m``, ``v``) live in ``config`` as in the assignment,
+and ``config["learning_rate"]`` is read on every call, so the Solver's per-epoch decay
+applies.
+
+Batch norm follows the assignment, not torch: ``bn_param["mode"]`` is ``"train"`` or
+``"test"``, ``momentum`` (0.9) weights the *old* running value, the running variance is
+the biased one, and running statistics start at zeros and are written back into
+``bn_param``. Statistics are accumulated in float64 (the assignment's NumPy code sums
+in the array's dtype), so float32 results agree to rounding.
+"""
+
+import numpy as np
+
+from .. import _validate
+from .. import batchnorm as _bn
+from ..functional import run_rule
+
+
+def _config(config, w, defaults):
+    config = {} if config is None else config
+    for key, value in defaults.items():
+        config.setdefault(key, value)
+    for key in defaults:
+        if key != "t":
+            _validate.real(config[key], key)
+    return config
+
+
+def _state(config, key, w):
+    if config.get(key) is None:
+        config[key] = np.zeros_like(w)
+    return config[key]
+
+
+def sgd(w, dw, config=None):
+    """Vanilla SGD, in place: ``w -= learning_rate * dw``. config: learning_rate (1e-2)."""
+    config = _config(config, w, {"learning_rate": 1e-2})
+    run_rule("sgd", [w], [dw], {}, dict(
+        lr=config["learning_rate"], momentum=0.0, dampening=0.0, nesterov=False,
+        first=False, weight_decay=0.0, l1=0.0, maximize=False, grad_scale=None))
+    return w, config
+
+
+def sgd_momentum(w, dw, config=None):
+    """SGD with velocity-form momentum, in place: ``v = momentum*v - learning_rate*dw ;
+    w += v``. config: learning_rate (1e-2), momentum (0.9), velocity (zeros)."""
+    config = _config(config, w, {"learning_rate": 1e-2, "momentum": 0.9})
+    velocity = _state(config, "velocity", w)
+    run_rule("velocity", [w], [dw], {"velocity": [velocity]}, dict(
+        lr=config["learning_rate"], momentum=config["momentum"], nesterov=False,
+        grad_scale=None))
+    return w, config
+
+
+def rmsprop(w, dw, config=None):
+    """RMSProp, in place: ``cache = decay_rate*cache + (1-decay_rate)*dw**2 ;
+    w -= learning_rate*dw / (sqrt(cache) + epsilon)``. config: learning_rate (1e-2),
+    decay_rate (0.99), epsilon (1e-8), cache (zeros)."""
+    config = _config(config, w, {"learning_rate": 1e-2, "decay_rate": 0.99,
+                                 "epsilon": 1e-8})
+    cache = _state(config, "cache", w)
+    run_rule("rmsprop_sq", [w], [dw], {"cache": [cache]}, dict(
+        lr=config["learning_rate"], alpha=config["decay_rate"], eps=config["epsilon"],
+        grad_scale=None))
+    return w, config
+
+
+def adam(w, dw, config=None):
+    """Adam with bias-corrected moments, in place (see the module docstring).
+    config: learning_rate (1e-3), beta1 (0.9), beta2 (0.999), epsilon (1e-8),
+    m and v (zeros), t (0, incremented before the update)."""
+    config = _config(config, w, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999,
+                                 "epsilon": 1e-8, "t": 0})
+    m, v = _state(config, "m", w), _state(config, "v", w)
+    t = int(config["t"]) + 1
+    run_rule("adam_sq", [w], [dw], {"m": [m], "v": [v]}, dict(
+        step=t, lr=config["learning_rate"], beta1=config["beta1"], beta2=config["beta2"],
+        eps=config["epsilon"], corrected=True, grad_scale=None))
+    config["t"] = t
+    return w, config
+
+
+def _forward(x, gamma, beta, bn_param, ndim):
+    if not isinstance(bn_param, dict):
+        raise TypeError("bn_param must be a dict")
+    if getattr(x, "ndim", None) != ndim:
+        raise ValueError(f"x must have {ndim} dimensions, got shape {getattr(x, 'shape', None)}")
+    mode = bn_param.get("mode")
+    eps = _validate.real(bn_param.get("eps", 1e-5), "eps")
+    momentum = _validate.real(bn_param.get("momentum", 0.9), "momentum")
+    channels = x.shape[1]
+    running_mean = bn_param.get("running_mean", np.zeros(channels, dtype=x.dtype))
+    running_var = bn_param.get("running_var", np.zeros(channels, dtype=x.dtype))
+    if mode == "train":
+        out, cache = _bn.batchnorm_forward(x, gamma, beta, training=True, eps=eps)
+        running_mean = (momentum * running_mean + (1 - momentum) * cache.mean).astype(x.dtype)
+        running_var = (momentum * running_var + (1 - momentum) * cache.var).astype(x.dtype)
+    elif mode == "test":
+        out, cache = _bn.batchnorm_forward(x, gamma, beta, running_mean, running_var,
+                                           training=False, eps=eps)
+    else:
+        raise ValueError(f'Invalid forward batchnorm mode "{mode}"')
+    bn_param["running_mean"] = running_mean
+    bn_param["running_var"] = running_var
+    return out, cache
+
+
+def batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch norm of (N, D) data: ``out = (x - mean)/sqrt(var + eps)*gamma + beta``;
+    in "train" mode ``running = momentum*running + (1 - momentum)*batch`` (biased var).
+    Returns ``(out, cache)``."""
+    return _forward(x, gamma, beta, bn_param, 2)
+
+
+def batchnorm_backward(dout, cache):
+    """``(dx, dgamma, dbeta)`` of :func:`batchnorm_forward` (one fused reduction pass
+    and one dx pass)."""
+    return _bn.batchnorm_backward(dout, cache)
+
+
+def batchnorm_backward_alt(dout, cache):
+    """The assignment's simplified backward; the fused kernel already computes
+    ``dx = gamma*invstd/N * (N*dout - dbeta - xhat*dgamma)``, so it is the same call."""
+    return _bn.batchnorm_backward(dout, cache)
+
+
+def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch norm of (N, C, H, W) data per channel C (no transposes needed)."""
+    return _forward(x, gamma, beta, bn_param, 4)
+
+
+def spatial_batchnorm_backward(dout, cache):
+    """``(dx, dgamma, dbeta)`` of :func:`spatial_batchnorm_forward`."""
+    return _bn.batchnorm_backward(dout, cache)

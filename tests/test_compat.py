@@ -1,0 +1,418 @@
+"""The drop-in adapters against faithful statements of their libraries' updates
+(cs231n, nnfs) and against scikit-learn's own classes. In float64 the adapters must give
+the same bits as the library code (same operations, same rounding); in float32, the
+tolerances of the rest of the suite."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from conftest import tolerance
+from fastopt.compat import cs231n, nnfs
+
+
+def _same(got, want):
+    if got.dtype == np.float64:
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, **tolerance(got.dtype))
+
+
+# -- cs231n: the assignment's optim.py, as students write it --------------------------
+
+
+def ref_sgd(w, dw, config):
+    w -= config["learning_rate"] * dw
+    return w, config
+
+
+def ref_sgd_momentum(w, dw, config):
+    v = config.get("velocity", np.zeros_like(w))
+    v = config["momentum"] * v - config["learning_rate"] * dw
+    next_w = w + v
+    config["velocity"] = v
+    return next_w, config
+
+
+def ref_rmsprop(w, dw, config):
+    config["cache"] = config["decay_rate"] * config["cache"] + \
+        (1 - config["decay_rate"]) * dw ** 2
+    next_w = w - config["learning_rate"] * dw / (np.sqrt(config["cache"]) + config["epsilon"])
+    return next_w, config
+
+
+def ref_adam(w, dw, config):
+    config["t"] += 1
+    config["m"] = config["beta1"] * config["m"] + (1 - config["beta1"]) * dw
+    mt = config["m"] / (1 - config["beta1"] ** config["t"])
+    config["v"] = config["beta2"] * config["v"] + (1 - config["beta2"]) * (dw ** 2)
+    vt = config["v"] / (1 - config["beta2"] ** config["t"])
+    next_w = w - config["learning_rate"] * mt / (np.sqrt(vt) + config["epsilon"])
+    return next_w, config
+
+
+CS231N_RULES = [
+    (cs231n.sgd, ref_sgd, {"learning_rate": 1e-2}),
+    (cs231n.sgd_momentum, ref_sgd_momentum, {"learning_rate": 1e-2, "momentum": 0.9}),
+    (cs231n.rmsprop, ref_rmsprop, {"learning_rate": 1e-2, "decay_rate": 0.99,
+                                   "epsilon": 1e-8, "cache": None}),
+    (cs231n.adam, ref_adam, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999,
+                             "epsilon": 1e-8, "m": None, "v": None, "t": 0}),
+]
+
+
+@pytest.mark.parametrize("rule, ref, defaults", CS231N_RULES,
+                         ids=[r[0].__name__ for r in CS231N_RULES])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cs231n_rules_over_epochs_with_lr_decay(rule, ref, defaults, dtype, rng):
+    w = rng.standard_normal((30, 7)).astype(dtype)
+    w_ref = w.copy()
+    config = {"learning_rate": 5e-2}  # the rest from the adapter's defaults
+    ref_config = {**defaults, "learning_rate": 5e-2}
+    for key in ("cache", "m", "v"):
+        if key in ref_config:
+            ref_config[key] = np.zeros_like(w)
+    for epoch in range(4):
+        for _ in range(6):
+            dw = rng.standard_normal(w.shape).astype(dtype)
+            next_w, config = rule(w, dw, config)
+            assert next_w is w  # updated in place and returned
+            w_ref, ref_config = ref(w_ref, dw, ref_config)
+        _same(w, w_ref)
+        # The Solver decays the learning rate between epochs; the rules read it anew.
+        config["learning_rate"] *= 0.9
+        ref_config["learning_rate"] *= 0.9
+    for key, value in ref_config.items():
+        if isinstance(value, np.ndarray):
+            _same(config[key], value)
+        else:
+            assert config[key] == value
+
+
+def test_cs231n_defaults_are_the_assignments():
+    w, dw = np.ones(3), np.ones(3)
+    assert cs231n.sgd(w.copy(), dw)[1] == {"learning_rate": 1e-2}
+    config = cs231n.adam(w.copy(), dw)[1]
+    assert {k: config[k] for k in ("learning_rate", "beta1", "beta2", "epsilon", "t")} == \
+        {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "t": 1}
+    config = cs231n.rmsprop(w.copy(), dw)[1]
+    assert (config["decay_rate"], config["epsilon"]) == (0.99, 1e-8)
+    assert cs231n.sgd_momentum(w.copy(), dw)[1]["momentum"] == 0.9
+
+
+def ref_batchnorm_forward(x, gamma, beta, bn_param):
+    mode = bn_param["mode"]
+    eps = bn_param.get("eps", 1e-5)
+    momentum = bn_param.get("momentum", 0.9)
+    N, D = x.shape
+    running_mean = bn_param.get("running_mean", np.zeros(D, dtype=x.dtype))
+    running_var = bn_param.get("running_var", np.zeros(D, dtype=x.dtype))
+    if mode == "train":
+        sample_mean = x.mean(axis=0)
+        sample_var = x.var(axis=0)
+        xhat = (x - sample_mean) / np.sqrt(sample_var + eps)
+        out = gamma * xhat + beta
+        cache = (xhat, gamma, sample_var, eps)
+        running_mean = momentum * running_mean + (1 - momentum) * sample_mean
+        running_var = momentum * running_var + (1 - momentum) * sample_var
+    else:
+        out = gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
+        cache = None
+    bn_param["running_mean"] = running_mean
+    bn_param["running_var"] = running_var
+    return out, cache
+
+
+def ref_batchnorm_backward(dout, cache):
+    xhat, gamma, var, eps = cache
+    N = dout.shape[0]
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * xhat).sum(axis=0)
+    dxhat = dout * gamma
+    dx = (N * dxhat - dxhat.sum(axis=0) - xhat * (dxhat * xhat).sum(axis=0)) / \
+        (N * np.sqrt(var + eps))
+    return dx, dgamma, dbeta
+
+
+def test_cs231n_batchnorm_train_and_test(rng):
+    x = rng.standard_normal((50, 6)) * 3 + 1
+    gamma, beta = rng.standard_normal(6), rng.standard_normal(6)
+    bn, bn_ref = {"mode": "train"}, {"mode": "train"}
+    for _ in range(5):
+        batch = x + rng.standard_normal(x.shape)
+        out, cache = cs231n.batchnorm_forward(batch, gamma, beta, bn)
+        out_ref, cache_ref = ref_batchnorm_forward(batch, gamma, beta, bn_ref)
+        np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-12)
+    for key in ("running_mean", "running_var"):
+        np.testing.assert_allclose(bn[key], bn_ref[key], rtol=1e-12)
+    dout = rng.standard_normal(x.shape)
+    for backward in (cs231n.batchnorm_backward, cs231n.batchnorm_backward_alt):
+        for got, want in zip(backward(dout, cache), ref_batchnorm_backward(dout, cache_ref)):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    bn["mode"] = bn_ref["mode"] = "test"
+    out, _ = cs231n.batchnorm_forward(x, gamma, beta, bn)
+    np.testing.assert_allclose(out, ref_batchnorm_forward(x, gamma, beta, bn_ref)[0],
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_cs231n_spatial_batchnorm_is_batchnorm_per_channel(rng):
+    x = rng.standard_normal((4, 3, 5, 6)).astype(np.float32)
+    gamma, beta = np.float32([1, 2, 3]), np.float32([0, -1, 1])
+    bn = {"mode": "train", "momentum": 0.8}
+    out, cache = cs231n.spatial_batchnorm_forward(x, gamma, beta, bn)
+    flat = x.transpose(0, 2, 3, 1).reshape(-1, 3)
+    bn_flat = {"mode": "train", "momentum": 0.8}
+    out_flat, cache_flat = cs231n.batchnorm_forward(flat, gamma, beta, bn_flat)
+    np.testing.assert_allclose(out, out_flat.reshape(4, 5, 6, 3).transpose(0, 3, 1, 2),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn["running_var"], bn_flat["running_var"], rtol=1e-6)
+    assert bn["running_mean"].dtype == np.float32
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    dx, dgamma, dbeta = cs231n.spatial_batchnorm_backward(dout, cache)
+    dx2, dgamma2, dbeta2 = cs231n.batchnorm_backward(
+        dout.transpose(0, 2, 3, 1).reshape(-1, 3), cache_flat)
+    np.testing.assert_allclose(dx, dx2.reshape(4, 5, 6, 3).transpose(0, 3, 1, 2),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dgamma, dgamma2, rtol=1e-4, atol=1e-4)
+
+
+def test_cs231n_bad_input():
+    with pytest.raises(ValueError, match="Invalid forward batchnorm mode"):
+        cs231n.batchnorm_forward(np.ones((4, 2)), np.ones(2), np.zeros(2), {"mode": "eval"})
+    with pytest.raises(ValueError, match="4 dimensions"):
+        cs231n.spatial_batchnorm_forward(np.ones((4, 2)), np.ones(2), np.zeros(2),
+                                         {"mode": "train"})
+    w = np.ones(3)
+    with pytest.raises(ValueError, match="shape"):
+        cs231n.adam(w, np.ones(4))
+    with pytest.raises(TypeError, match="learning_rate"):
+        cs231n.sgd(w, np.ones(3), {"learning_rate": "fast"})
+    np.testing.assert_array_equal(w, np.ones(3))
+
+
+# -- nnfs: the book's optimizers -----------------------------------------------------
+
+
+class Layer:
+    def __init__(self, rng, n_in, n_out, dtype=np.float64):
+        self.weights = (0.01 * rng.standard_normal((n_in, n_out))).astype(dtype)
+        self.biases = np.zeros((1, n_out), dtype=dtype)
+
+    def set_grads(self, rng):
+        self.dweights = rng.standard_normal(self.weights.shape).astype(self.weights.dtype)
+        self.dbiases = rng.standard_normal(self.biases.shape).astype(self.biases.dtype)
+
+
+class BookSGD:
+    def __init__(self, learning_rate=1., decay=0., momentum=0.):
+        self.learning_rate = learning_rate
+        self.current_learning_rate = learning_rate
+        self.decay = decay
+        self.iterations = 0
+        self.momentum = momentum
+
+    def pre_update_params(self):
+        if self.decay:
+            self.current_learning_rate = self.learning_rate * \
+                (1. / (1. + self.decay * self.iterations))
+
+    def update_params(self, layer):
+        if self.momentum:
+            if not hasattr(layer, 'weight_momentums'):
+                layer.weight_momentums = np.zeros_like(layer.weights)
+                layer.bias_momentums = np.zeros_like(layer.biases)
+            weight_updates = self.momentum * layer.weight_momentums - \
+                self.current_learning_rate * layer.dweights
+            layer.weight_momentums = weight_updates
+            bias_updates = self.momentum * layer.bias_momentums - \
+                self.current_learning_rate * layer.dbiases
+            layer.bias_momentums = bias_updates
+        else:
+            weight_updates = -self.current_learning_rate * layer.dweights
+            bias_updates = -self.current_learning_rate * layer.dbiases
+        layer.weights += weight_updates
+        layer.biases += bias_updates
+
+    def post_update_params(self):
+        self.iterations += 1
+
+
+class BookAdagrad(BookSGD):
+    def __init__(self, learning_rate=1., decay=0., epsilon=1e-7):
+        super().__init__(learning_rate, decay)
+        self.epsilon = epsilon
+
+    def update_params(self, layer):
+        if not hasattr(layer, 'weight_cache'):
+            layer.weight_cache = np.zeros_like(layer.weights)
+            layer.bias_cache = np.zeros_like(layer.biases)
+        layer.weight_cache += layer.dweights ** 2
+        layer.bias_cache += layer.dbiases ** 2
+        layer.weights += -self.current_learning_rate * layer.dweights / \
+            (np.sqrt(layer.weight_cache) + self.epsilon)
+        layer.biases += -self.current_learning_rate * layer.dbiases / \
+            (np.sqrt(layer.bias_cache) + self.epsilon)
+
+
+class BookRMSprop(BookSGD):
+    def __init__(self, learning_rate=0.001, decay=0., epsilon=1e-7, rho=0.9):
+        super().__init__(learning_rate, decay)
+        self.epsilon = epsilon
+        self.rho = rho
+
+    def update_params(self, layer):
+        if not hasattr(layer, 'weight_cache'):
+            layer.weight_cache = np.zeros_like(layer.weights)
+            layer.bias_cache = np.zeros_like(layer.biases)
+        layer.weight_cache = self.rho * layer.weight_cache + \
+            (1 - self.rho) * layer.dweights ** 2
+        layer.bias_cache = self.rho * layer.bias_cache + (1 - self.rho) * layer.dbiases ** 2
+        layer.weights += -self.current_learning_rate * layer.dweights / \
+            (np.sqrt(layer.weight_cache) + self.epsilon)
+        layer.biases += -self.current_learning_rate * layer.dbiases / \
+            (np.sqrt(layer.bias_cache) + self.epsilon)
+
+
+class BookAdam(BookSGD):
+    def __init__(self, learning_rate=0.001, decay=0., epsilon=1e-7, beta_1=0.9,
+                 beta_2=0.999):
+        super().__init__(learning_rate, decay)
+        self.epsilon = epsilon
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+
+    def update_params(self, layer):
+        if not hasattr(layer, 'weight_cache'):
+            layer.weight_momentums = np.zeros_like(layer.weights)
+            layer.weight_cache = np.zeros_like(layer.weights)
+            layer.bias_momentums = np.zeros_like(layer.biases)
+            layer.bias_cache = np.zeros_like(layer.biases)
+        layer.weight_momentums = self.beta_1 * layer.weight_momentums + \
+            (1 - self.beta_1) * layer.dweights
+        layer.bias_momentums = self.beta_1 * layer.bias_momentums + \
+            (1 - self.beta_1) * layer.dbiases
+        weight_momentums_corrected = layer.weight_momentums / \
+            (1 - self.beta_1 ** (self.iterations + 1))
+        bias_momentums_corrected = layer.bias_momentums / \
+            (1 - self.beta_1 ** (self.iterations + 1))
+        layer.weight_cache = self.beta_2 * layer.weight_cache + \
+            (1 - self.beta_2) * layer.dweights ** 2
+        layer.bias_cache = self.beta_2 * layer.bias_cache + \
+            (1 - self.beta_2) * layer.dbiases ** 2
+        weight_cache_corrected = layer.weight_cache / \
+            (1 - self.beta_2 ** (self.iterations + 1))
+        bias_cache_corrected = layer.bias_cache / \
+            (1 - self.beta_2 ** (self.iterations + 1))
+        layer.weights += -self.current_learning_rate * weight_momentums_corrected / \
+            (np.sqrt(weight_cache_corrected) + self.epsilon)
+        layer.biases += -self.current_learning_rate * bias_momentums_corrected / \
+            (np.sqrt(bias_cache_corrected) + self.epsilon)
+
+
+NNFS_CASES = [
+    (nnfs.Optimizer_SGD, BookSGD, dict(learning_rate=0.5, decay=1e-2)),
+    (nnfs.Optimizer_SGD, BookSGD, dict(learning_rate=0.5, decay=1e-3, momentum=0.9)),
+    (nnfs.Optimizer_Adagrad, BookAdagrad, dict(learning_rate=0.5, decay=1e-4)),
+    (nnfs.Optimizer_RMSprop, BookRMSprop, dict(learning_rate=0.02, decay=1e-5, rho=0.999)),
+    (nnfs.Optimizer_Adam, BookAdam, dict(learning_rate=0.05, decay=5e-7)),
+]
+
+
+@pytest.mark.parametrize("ours, book, kw", NNFS_CASES,
+                         ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(NNFS_CASES)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_nnfs_optimizers_match_the_book(ours, book, kw, dtype, rng):
+    layers = [Layer(rng, 8, 16, dtype), Layer(rng, 16, 3, dtype)]
+    book_layers = copy.deepcopy(layers)
+    opt, ref = ours(**kw), book(**kw)
+    for _ in range(30):
+        for layer, book_layer in zip(layers, book_layers):
+            layer.set_grads(rng)
+            book_layer.dweights, book_layer.dbiases = layer.dweights, layer.dbiases
+        for o, ls in ((opt, layers), (ref, book_layers)):
+            o.pre_update_params()
+            for layer in ls:
+                o.update_params(layer)
+            o.post_update_params()
+    assert opt.current_learning_rate == ref.current_learning_rate
+    assert opt.iterations == ref.iterations == 30
+    for layer, book_layer in zip(layers, book_layers):
+        for name in ("weights", "biases", "weight_momentums", "bias_momentums",
+                     "weight_cache", "bias_cache"):
+            if hasattr(book_layer, name):
+                _same(getattr(layer, name), getattr(book_layer, name))
+
+
+# -- scikit-learn: against its own optimizer classes and MLPs ---------------------------
+
+
+def _sklearn():
+    return pytest.importorskip("sklearn.neural_network._stochastic_optimizers")
+
+
+@pytest.mark.parametrize("kind, kw", [
+    ("SGDOptimizer", dict(learning_rate_init=0.1, lr_schedule="constant", momentum=0.9,
+                          nesterov=True)),
+    ("SGDOptimizer", dict(learning_rate_init=0.1, lr_schedule="invscaling", momentum=0.5,
+                          nesterov=False, power_t=0.3)),
+    ("SGDOptimizer", dict(learning_rate_init=0.05, lr_schedule="adaptive", momentum=0.0)),
+    ("AdamOptimizer", dict(learning_rate_init=0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-7)),
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sklearn_optimizers_match_sklearn(kind, kw, dtype, rng):
+    sk = _sklearn()
+    from fastopt.compat import sklearn as compat
+
+    params = [rng.standard_normal(s).astype(dtype) for s in ((12, 5), (5,), (5, 3), (3,))]
+    ref_params = [p.copy() for p in params]
+    ours, theirs = getattr(compat, kind)(params, **kw), getattr(sk, kind)(ref_params, **kw)
+    for it in range(20):
+        grads = [rng.standard_normal(p.shape).astype(dtype) for p in params]
+        ours.update_params(params, grads)
+        theirs.update_params(ref_params, grads)
+        ours.iteration_ends(it * 32)
+        theirs.iteration_ends(it * 32)
+        if it % 7 == 6:
+            assert ours.trigger_stopping("", False) == theirs.trigger_stopping("", False)
+        assert ours.learning_rate == theirs.learning_rate
+    for got, want in zip(params, ref_params):
+        _same(got, want)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_mlp_under_accelerate_trains_like_sklearn():
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier, _multilayer_perceptron
+
+    from fastopt.compat import sklearn as compat
+
+    X, y = load_digits(return_X_y=True)
+    X = X[:600] / 16.0
+    y = y[:600]
+    for solver in ("adam", "sgd"):
+        kw = dict(hidden_layer_sizes=(32,), solver=solver, max_iter=8, random_state=0,
+                  learning_rate_init=0.01)
+        plain = MLPClassifier(**kw).fit(X, y)
+        with compat.accelerate():
+            fast = MLPClassifier(**kw).fit(X, y)
+        assert isinstance(fast._optimizer, (compat.AdamOptimizer, compat.SGDOptimizer))
+        assert fast.loss_curve_ == plain.loss_curve_
+        for a, b in zip(fast.coefs_ + fast.intercepts_, plain.coefs_ + plain.intercepts_):
+            np.testing.assert_array_equal(a, b)
+    assert _multilayer_perceptron.AdamOptimizer is _sklearn().AdamOptimizer
+
+
+def test_accelerate_unpatches_when_fit_raises():
+    sk = _sklearn()
+    from sklearn.neural_network import MLPRegressor, _multilayer_perceptron
+
+    from fastopt.compat import sklearn as compat
+
+    with pytest.raises(ValueError):
+        with compat.accelerate():
+            assert _multilayer_perceptron.SGDOptimizer is compat.SGDOptimizer
+            MLPRegressor(max_iter=2).fit(np.full((4, 2), np.nan), np.ones(4))
+    assert _multilayer_perceptron.SGDOptimizer is sk.SGDOptimizer
+    assert _multilayer_perceptron.AdamOptimizer is sk.AdamOptimizer

@@ -1,0 +1,39 @@
+"""The examples run (at a small size) and show what they claim: the same training
+curves with fastopt swapped in."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_numpy_mlp_with_batchnorm_trains_the_same(capsys):
+    pytest.importorskip("sklearn")
+    runs = _load("numpy_mlp_batchnorm").main(["--quick", "--hidden", "128"])
+    numpy_run, fast_run = runs["numpy"], runs["fastopt"]
+    assert len(numpy_run) == len(fast_run) == 3
+    for a, b in zip(numpy_run, fast_run):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-9)
+        assert b["val_acc"] == a["val_acc"]
+    assert fast_run[-1]["val_acc"] > 0.9  # it learns digits
+    assert "optimizer steps: numpy" in capsys.readouterr().out
+
+
+def test_sklearn_mlp_under_accelerate_is_identical(capsys):
+    pytest.importorskip("sklearn")
+    result = _load("sklearn_mlp").main(["--quick", "--hidden", "64"])
+    assert result["same"] is True
+    assert len(result["fast"].loss_curve_) == 5
+    assert np.all(np.diff(result["fast"].loss_curve_) < 0)  # the loss goes down
+    out = capsys.readouterr().out
+    assert "identical loss curves and weights: True" in out and "optimizer step:" in out
