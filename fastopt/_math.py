@@ -75,11 +75,14 @@ def element_functions(jit):
     ``numba.cuda.jit(device=True)`` for CUDA, or ``lambda f: f`` for plain Python.
     Defining them here, rather than at module level, makes the helper calls below
     resolve to the helper compiled for the same target.
-    Returns ``update(rule_id, p, g, s0, s1, s2, h, f)``, which dispatches on a rule id
-    from ``RULE_IDS``: with a constant id the compiler folds the other branches away.
-    (Drivers close over the id, an int, rather than over a compiled function: Numba's
-    disk cache keys a closure by its pickled cells, and a pickled dispatcher differs
-    from process to process.)
+    Returns a tuple, indexed by ``RULE_IDS``, of ``update_element(f, used, p, g, s0,
+    s1, s2, i, h)`` functions: each updates element ``i`` of the indexable ``p`` and of
+    the state slots flagged in ``used`` (three booleans) from ``g[i]`` by its rule.
+    Every driver (CPU chunk loop, CUDA thread loop) calls these and nothing else. A
+    driver indexes the tuple, a module global, with a constant rule id, so only that
+    rule is compiled into it; it closes over the id, an int, rather than over a
+    compiled function, because Numba's disk cache keys a closure by its pickled cells
+    and a pickled dispatcher differs from process to process.
     """
 
     @jit
@@ -196,23 +199,27 @@ def element_functions(jit):
             p = p - h[ADAM_SQ_LR] * m / (math.sqrt(v) + h[ADAM_SQ_EPS])
         return p, m, v, s2
 
-    @jit
-    def update(rule, p, g, s0, s1, s2, h, f):
-        if rule == 0:
-            return sgd_update(p, g, s0, s1, s2, h, f)
-        if rule == 1:
-            return rmsprop_update(p, g, s0, s1, s2, h, f)
-        if rule == 2:
-            return adam_update(p, g, s0, s1, s2, h, f)
-        if rule == 3:
-            return adagrad_update(p, g, s0, s1, s2, h, f)
-        if rule == 4:
-            return velocity_update(p, g, s0, s1, s2, h, f)
-        if rule == 5:
-            return rmsprop_sq_update(p, g, s0, s1, s2, h, f)
-        return adam_sq_update(p, g, s0, s1, s2, h, f)
+    def element_function(update):
+        @jit
+        def update_element(f, used, p, g, s0, s1, s2, i, h):
+            zero = h[ZERO]
+            a0 = s0[i] if used[0] else zero
+            a1 = s1[i] if used[1] else zero
+            a2 = s2[i] if used[2] else zero
+            p[i], a0, a1, a2 = update(p[i], g[i], a0, a1, a2, h, f)
+            if used[0]:
+                s0[i] = a0
+            if used[1]:
+                s1[i] = a1
+            if used[2]:
+                s2[i] = a2
 
-    return update
+        return update_element
+
+    rules = (sgd_update, rmsprop_update, adam_update, adagrad_update, velocity_update,
+             rmsprop_sq_update, adam_sq_update)
+    assert len(rules) == len(RULE_IDS)
+    return tuple(element_function(update) for update in rules)
 
 
 # ---------------------------------------------------------------------------

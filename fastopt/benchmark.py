@@ -162,14 +162,80 @@ def optimizer_runners(case, methods):
                     opt.step()
 
             runners[method] = torch_step
+        elif method == "cuda":
+            cuda = _cuda()
+            if cuda is None:
+                continue
+            params = [cuda.to_device(a) for a in _random_arrays(case.shapes, rng)]
+            grads = [cuda.to_device(a) for a in _random_arrays(case.shapes, rng)]
+            opt = getattr(fastopt, cls_name)(params, **kwargs)
+
+            def cuda_step(opt=opt, grads=grads, cuda=cuda):
+                opt.step(grads)
+                cuda.synchronize()
+
+            runners[method] = cuda_step
+        elif method == "torch-cuda":
+            torch = _torch_cuda()
+            if torch is None:
+                continue
+            params = [torch.from_numpy(a).cuda() for a in _random_arrays(case.shapes, rng)]
+            for p, g in zip(params, _random_arrays(case.shapes, rng)):
+                p.grad = torch.from_numpy(g).cuda()
+            opt = getattr(torch.optim, cls_name)(params, **kwargs, **torch_kwargs)
+
+            def torch_cuda_step(opt=opt, torch=torch):
+                with torch.no_grad():
+                    opt.step()
+                torch.cuda.synchronize()
+
+            runners[method] = torch_cuda_step
         else:
-            if method not in backends.NAMES or method not in fastopt.available_backends():
+            if method not in CPU_BACKENDS or method not in fastopt.available_backends():
                 continue
             params = _random_arrays(case.shapes, rng)
             grads = _random_arrays(case.shapes, rng)
             opt = getattr(fastopt, cls_name)(params, backend=method, **kwargs)
             runners[method] = lambda opt=opt, grads=grads: opt.step(grads)
     return runners
+
+
+# Methods that run on a CUDA device, and the CPU-side method each is compared with:
+# "cuda-copy" (a device-to-device copy moving the case's bytes) plays "roofline", and
+# "torch-cuda" plays "torch", for the GPU methods.
+GPU_METHODS = ("cuda-copy", "cuda", "torch-cuda")
+CPU_BACKENDS = ("numba", "c", "numpy")
+_GPU_BASELINE = {"roofline": "cuda-copy", "torch": "torch-cuda", "numpy": "numpy"}
+
+
+def _cuda():
+    """numba.cuda when a device (or the simulator) is there, else None."""
+    try:
+        from numba import cuda
+    except ImportError:
+        return None
+    return cuda if cuda.is_available() else None
+
+
+def _torch_cuda():
+    torch = _torch()
+    return torch if torch is not None and torch.cuda.is_available() else None
+
+
+def _device_copy(case):
+    """A device-to-device copy that reads and writes the case's bytes in total."""
+    cuda = _cuda()
+    if cuda is None:
+        return None
+    n = max(1, case.bytes_per_element * case.elements // 8)  # float32: read n, write n
+    src = cuda.to_device(np.zeros(n, np.float32))
+    dst = cuda.device_array(n, np.float32)
+
+    def copy(src=src, dst=dst, cuda=cuda):
+        dst.copy_to_device(src)
+        cuda.synchronize()
+
+    return copy
 
 
 def _torch():
@@ -208,12 +274,13 @@ def summarise(case, times):
             tensors=len(case.shapes), method=method, min_ms=best * 1e3,
             median_ms=float(np.median(t)) * 1e3,
             gbps=case.bytes_per_element * case.elements / best / 1e9)
-        if "roofline" in minima:
-            result.roofline_fraction = minima["roofline"] / best
-        if "numpy" in minima:
-            result.speedup_vs_numpy = minima["numpy"] / best
-        if "torch" in minima:
-            result.speedup_vs_torch = minima["torch"] / best
+        base = (lambda m: _GPU_BASELINE[m]) if method in GPU_METHODS else (lambda m: m)
+        if base("roofline") in minima:
+            result.roofline_fraction = minima[base("roofline")] / best
+        if base("numpy") in minima:
+            result.speedup_vs_numpy = minima[base("numpy")] / best
+        if base("torch") in minima:
+            result.speedup_vs_torch = minima[base("torch")] / best
         results.append(result)
     return results
 
@@ -294,7 +361,39 @@ def batchnorm_runners(case, methods):
                                                        1e-5, [True, True, True])
 
             runners[method] = torch_fwd_bwd
-        elif method in backends.NAMES and method in fastopt.available_backends():
+        elif method == "cuda":
+            cuda = _cuda()
+            if cuda is None:
+                continue
+            d = [cuda.to_device(a) for a in (x, dy, gamma, beta, np.zeros(channels, np.float32),
+                                             np.ones(channels, np.float32))]
+
+            def cuda_fwd_bwd(d=d, cuda=cuda):
+                _, cache = fastopt.batchnorm_forward(d[0], d[2], d[3], d[4], d[5], axis=axis)
+                fastopt.batchnorm_backward(d[1], cache)
+                cuda.synchronize()
+
+            runners[method] = cuda_fwd_bwd
+        elif method == "torch-cuda":
+            torch = _torch_cuda()
+            if torch is None:
+                continue
+            tx = torch.from_numpy(x).cuda().requires_grad_()
+            tdy = torch.from_numpy(dy).cuda()
+            if axis != 1:
+                tx = torch.from_numpy(x).cuda().movedim(axis, 1).detach().requires_grad_()
+                tdy = tdy.movedim(axis, 1)
+            w = torch.ones(channels, device="cuda", requires_grad=True)
+            b = torch.zeros(channels, device="cuda", requires_grad=True)
+            rm, rv = torch.zeros(channels, device="cuda"), torch.ones(channels, device="cuda")
+
+            def torch_cuda_fwd_bwd(tx=tx, tdy=tdy, w=w, b=b, rm=rm, rv=rv, torch=torch):
+                y = torch.nn.functional.batch_norm(tx, rm, rv, w, b, training=True)
+                torch.autograd.grad(y, (tx, w, b), tdy)  # cuDNN where torch picks it
+                torch.cuda.synchronize()
+
+            runners[method] = torch_cuda_fwd_bwd
+        elif method in CPU_BACKENDS and method in fastopt.available_backends():
             rm, rv = np.zeros(channels, np.float32), np.ones(channels, np.float32)
 
             def fwd_bwd(method=method, rm=rm, rv=rv):
@@ -307,10 +406,14 @@ def batchnorm_runners(case, methods):
 
 
 def runners_for(case, methods):
-    """The runners of any case (optimizer or batch norm)."""
-    if case.kernel == "batchnorm":
-        return batchnorm_runners(case, methods)
-    return optimizer_runners(case, methods)
+    """The runners of any case (optimizer or batch norm), in the order of ``methods``."""
+    build = batchnorm_runners if case.kernel == "batchnorm" else optimizer_runners
+    runners = build(case, [m for m in methods if m != "cuda-copy"])
+    if "cuda-copy" in methods:  # the GPU roofline: the same for every kind of case
+        copy = _device_copy(case)
+        if copy is not None:
+            runners["cuda-copy"] = copy
+    return {m: runners[m] for m in methods if m in runners}
 
 
 def optimizer_cases(sizes, param_lists=(), kernels=None):

@@ -6,6 +6,7 @@ import os
 import sys
 
 METHODS = ("roofline", "numba", "c", "numpy", "torch")
+GPU_METHODS = ("cuda-copy", "cuda", "torch-cuda")  # on a GPU: --methods cuda-copy,cuda,torch-cuda
 
 
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -54,8 +55,10 @@ def build_parser():
     bench.add_argument("--sizes", type=_sizes, help="element counts, e.g. 1M,64M")
     bench.add_argument("--kernels", type=_list(tuple(benchmark.KERNELS)),
                        help="comma-separated subset of " + ",".join(benchmark.KERNELS))
-    bench.add_argument("--methods", type=_list(METHODS), default=list(METHODS),
-                       help="comma-separated subset of " + ",".join(METHODS))
+    bench.add_argument("--methods", type=_list(METHODS + GPU_METHODS), default=list(METHODS),
+                       help="comma-separated subset of " + ",".join(METHODS + GPU_METHODS)
+                       + " (default: the CPU ones; on a GPU machine use "
+                       "cuda-copy,cuda,torch-cuda: the copy plays the roofline)")
     bench.add_argument("--lists", type=_list(tuple(benchmark.PARAM_LISTS), allow_empty=True),
                        help="parameter lists to include (resnet50,mlp; '' for none)")
     bench.add_argument("--rounds", type=int, help="timed rounds per case")

@@ -208,3 +208,16 @@ def test_arrays_on_different_devices_are_refused(monkeypatch):
 def test_clip_grad_norm_points_to_the_fused_form():
     with pytest.raises(TypeError, match="grad_scale"):
         fastopt.clip_grad_norm_([cuda.to_device(np.ones(3))], 1.0)
+
+
+def test_benchmark_gpu_methods_run(rng):
+    # The GPU benchmark path (on the simulator: tiny sizes, no timing claims).
+    from fastopt import benchmark
+
+    cases = benchmark.cases({"2K": 2048}, kernels=["adam", "batchnorm"],
+                            batchnorm_shapes=[("4x3x8x8", (4, 3, 8, 8), 1)])
+    results = benchmark.run(cases, ["cuda-copy", "cuda", "torch-cuda"], rounds=1)
+    methods = {(r.kernel, r.method) for r in results}
+    assert {("adam", "cuda"), ("adam", "cuda-copy"), ("batchnorm", "cuda")} <= methods
+    cuda_adam = next(r for r in results if (r.kernel, r.method) == ("adam", "cuda"))
+    assert cuda_adam.roofline_fraction is not None and cuda_adam.gbps > 0

@@ -56,23 +56,22 @@ class CBackend:
         if status != 0:  # unreachable through the public API, which validates first
             raise RuntimeError(f"the C backend has no kernel variant {variant}")
 
+    def _per_chunk(self, kernels, arrays, dtype, ctype):
+        """One value per fixed chunk of same-dtype 1-D contiguous arrays."""
+        addresses, chunks = _tables.read_tables(arrays)
+        out = np.zeros(len(chunks), dtype=dtype)
+        kernels[_TYPES[arrays[0].dtype][1]](_ptr("int64_t *", addresses),
+                                           _ptr("int64_t *", chunks), len(chunks),
+                                           _ptr(ctype, out))
+        return out
+
     def chunk_sums_of_squares(self, arrays):
         """Float64 sums of squares of fixed chunks of same-dtype 1-D contiguous arrays."""
-        addresses, chunks = _tables.read_tables(arrays)
-        out = np.zeros(len(chunks), dtype=np.float64)
-        self._sumsq[_TYPES[arrays[0].dtype][1]](
-            _ptr("int64_t *", addresses), _ptr("int64_t *", chunks), len(chunks),
-            _ptr("double *", out))
-        return out
+        return self._per_chunk(self._sumsq, arrays, np.float64, "double *")
 
     def all_finite(self, arrays):
         """Whether every element of the same-dtype 1-D contiguous arrays is finite."""
-        addresses, chunks = _tables.read_tables(arrays)
-        out = np.zeros(len(chunks), dtype=np.uint8)
-        self._finite[_TYPES[arrays[0].dtype][1]](
-            _ptr("int64_t *", addresses), _ptr("int64_t *", chunks), len(chunks),
-            _ptr("unsigned char *", out))
-        return bool(out.all())
+        return bool(self._per_chunk(self._finite, arrays, np.uint8, "unsigned char *").all())
 
     def bn_sums(self, a, b, ka, kb):
         """Per channel of (outer, C, inner) views: sum(a-ka), sum((a-ka)*(b-kb)) in

@@ -23,7 +23,7 @@ from numba.extending import intrinsic
 
 from .. import _math
 from .._rules import RULES
-from . import _tables
+from . import _dispatch, _tables
 
 
 @intrinsic
@@ -44,7 +44,8 @@ def _hyper_tuple(a):
 
 assert _math.HYPER_LEN == 12
 
-_update = _math.element_functions(numba.njit(inline="always"))
+_update_element = _dispatch.rule_dispatcher(
+    _math.element_functions(numba.njit(inline="always")), numba.extending.overload)
 
 
 def _launch(kernel, n_elements, *args):
@@ -62,13 +63,11 @@ def _launch(kernel, n_elements, *args):
 
 def _make_optim_kernel(rule_id, flags, used, dtype):
     itemsize = np.dtype(dtype).itemsize
-    use0, use1, use2 = used
     G, S0, S1, S2 = _tables.GRAD, _tables.SLOT0, _tables.SLOT0 + 1, _tables.SLOT0 + 2
 
     @numba.njit(parallel=True, cache=True, nogil=True)
     def optim_kernel(addresses, chunks, hyper):
         h = _hyper_tuple(hyper)
-        zero = h[_math.ZERO]
         for c in numba.prange(chunks.shape[0]):
             t = chunks[c, 0]
             n = chunks[c, 2] - chunks[c, 1]
@@ -79,16 +78,7 @@ def _make_optim_kernel(rule_id, flags, used, dtype):
             s1 = numba.carray(_pointer(addresses[t, S1] + offset), n, dtype)
             s2 = numba.carray(_pointer(addresses[t, S2] + offset), n, dtype)
             for i in range(n):
-                a0 = s0[i] if use0 else zero
-                a1 = s1[i] if use1 else zero
-                a2 = s2[i] if use2 else zero
-                p[i], a0, a1, a2 = _update(rule_id, p[i], g[i], a0, a1, a2, h, flags)
-                if use0:
-                    s0[i] = a0
-                if use1:
-                    s1[i] = a1
-                if use2:
-                    s2[i] = a2
+                _update_element(rule_id, flags, used, p, g, s0, s1, s2, i, h)
 
     return optim_kernel
 
@@ -248,21 +238,22 @@ class NumbaBackend:
             kernels = self._kernels[key] = _make_reduction_kernels(np.dtype(dtype).type)
         return kernels
 
-    def chunk_sums_of_squares(self, arrays):
-        """Float64 sums of squares of fixed chunks of same-dtype 1-D contiguous arrays."""
+    def _per_chunk(self, which, arrays, dtype):
+        """One value per fixed chunk of same-dtype 1-D contiguous arrays, from
+        reduction kernel ``which`` (0: sums of squares, 1: finiteness)."""
         addresses, chunks = _tables.read_tables(arrays)
-        out = np.zeros(len(chunks), dtype=np.float64)
-        _launch(self._reductions(arrays[0].dtype)[0], sum(a.size for a in arrays),
+        out = np.zeros(len(chunks), dtype=dtype)
+        _launch(self._reductions(arrays[0].dtype)[which], sum(a.size for a in arrays),
                 addresses, chunks, out)
         return out
 
+    def chunk_sums_of_squares(self, arrays):
+        """Float64 sums of squares of fixed chunks of same-dtype 1-D contiguous arrays."""
+        return self._per_chunk(0, arrays, np.float64)
+
     def all_finite(self, arrays):
         """Whether every element of the same-dtype 1-D contiguous arrays is finite."""
-        addresses, chunks = _tables.read_tables(arrays)
-        out = np.zeros(len(chunks), dtype=np.bool_)
-        _launch(self._reductions(arrays[0].dtype)[1], sum(a.size for a in arrays),
-                addresses, chunks, out)
-        return bool(out.all())
+        return bool(self._per_chunk(1, arrays, np.bool_).all())
 
     def bn_sums(self, a, b, ka, kb):
         """Per channel of (outer, C, inner) views: sum(a-ka), sum((a-ka)*(b-kb)) in

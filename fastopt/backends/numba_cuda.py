@@ -25,7 +25,7 @@ from numba import config, cuda
 
 from .. import _device, _math
 from .._rules import RULES
-from . import _tables
+from . import _dispatch, _tables
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
 if not cuda.is_available():
@@ -57,34 +57,28 @@ else:
 
         return pointer(types.int64, like), codegen
 
-_update = _math.element_functions(cuda.jit(device=True))
+if SIMULATED:
+    _update_element = _dispatch.rule_dispatcher(_math.element_functions(cuda.jit(device=True)))
+else:
+    from numba.cuda.extending import overload as _cuda_overload
+
+    _update_element = _dispatch.rule_dispatcher(
+        _math.element_functions(cuda.jit(device=True)), _cuda_overload)
 
 
 def _make_optim_kernel(rule_id, flags, used):
-    use0, use1, use2 = used
-
     @cuda.jit
     def optim_kernel(addresses, grads, chunks, h):
         zero = h[_math.ZERO]
         for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
             t = chunks[c, 0]
-            start = chunks[c, 1]
             p = _element_pointer(addresses[t, 0], zero)
             g = _element_pointer(grads[t], zero)
             s0 = _element_pointer(addresses[t, 2], zero)
             s1 = _element_pointer(addresses[t, 3], zero)
             s2 = _element_pointer(addresses[t, 4], zero)
-            for i in range(start + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
-                a0 = s0[i] if use0 else zero
-                a1 = s1[i] if use1 else zero
-                a2 = s2[i] if use2 else zero
-                p[i], a0, a1, a2 = _update(rule_id, p[i], g[i], a0, a1, a2, h, flags)
-                if use0:
-                    s0[i] = a0
-                if use1:
-                    s1[i] = a1
-                if use2:
-                    s2[i] = a2
+            for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+                _update_element(rule_id, flags, used, p, g, s0, s1, s2, i, h)
 
     return optim_kernel
 
