@@ -432,6 +432,10 @@ def optimizer_cases(sizes, param_lists=(), kernels=None):
 def run(cases, methods, rounds, progress=None, runner_factory=None):
     """Time every case; ``progress(i, n, case)`` is called before each one."""
     factory = runner_factory or runners_for
+    if any(m.startswith("torch") for m in methods):
+        # Load torch (and its own OpenMP runtime) before fastopt's first backend sets
+        # OMP_WAIT_POLICY=PASSIVE, so that torch runs with its default thread policy.
+        _torch()
     results = []
     for i, case in enumerate(cases):
         if progress:
