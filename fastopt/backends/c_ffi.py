@@ -4,7 +4,8 @@ It serves where Numba cannot (a Python release that Numba does not support yet, 
 machine where JIT compilation is not wanted) and, being written independently of
 :mod:`fastopt._math`, keeps the Numba kernels honest: both run the same test suite
 against the same reference. It uses the same address and chunk tables as the Numba
-backend and the same batch-norm blocking, so its reductions give the same bits.
+backend and the same batch-norm blocking; the optimizer updates give the same bits,
+the vectorised float64 reductions agree to rounding.
 Threads come from OpenMP (``OMP_NUM_THREADS``); cffi releases the GIL during calls.
 """
 
