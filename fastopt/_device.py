@@ -37,16 +37,12 @@ def as_device_array(array):
 
 def device_id(array):
     """The ordinal of the device holding ``array`` (0 under the simulator)."""
-    for attribute in ("device",):  # CuPy: .device.id; torch: .device.index
-        device = getattr(array, attribute, None)
-        for name in ("id", "index"):
-            if isinstance(getattr(device, name, None), int):
-                return getattr(device, name)
-    data = getattr(array, "gpu_data", None)
-    context = getattr(data, "context", None)
-    if context is not None:
-        return context.device.id
-    return 0
+    device = getattr(array, "device", None)  # CuPy: .device.id; torch: .device.index
+    for name in ("id", "index"):
+        if isinstance(getattr(device, name, None), int):
+            return getattr(device, name)
+    context = getattr(getattr(array, "gpu_data", None), "context", None)  # Numba
+    return context.device.id if context is not None else 0
 
 
 def memory_order(array):

@@ -36,7 +36,6 @@ class TensorSet:
 
     def __init__(self, params, indices, states):
         self.dtype = params[0].dtype
-        self.on_device = not isinstance(params[0], np.ndarray)
         self.shapes = [p.shape for p in params]
         self.orders = [memory_order(p) for p in params]
         self.indices = list(indices)  # positions in the owner's flat param list

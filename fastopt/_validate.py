@@ -42,29 +42,24 @@ def _device_array(array, where):
 
 
 def flat_grad(grad, like, where):
-    """``grad`` checked against its param ``like``, as 1-D in the param's memory order."""
-    if not isinstance(like, np.ndarray):  # a device param: a device grad of its layout
+    """``grad`` checked against its param ``like``, as 1-D in the param's memory order
+    (a device param needs a device grad, already in that order: no hidden copy)."""
+    on_device = not isinstance(like, np.ndarray)
+    if on_device:
         grad = _device_array(grad, where)
-        if grad.dtype != like.dtype:
-            raise TypeError(f"{where} has dtype {grad.dtype} but its param has "
-                            f"{like.dtype}; fastopt does not cast gradients")
-        if grad.shape != like.shape:
-            raise ValueError(f"{where} has shape {grad.shape} but its param has "
-                             f"{like.shape}")
-        if grad.size > 1 and grad.ndim > 1 and \
-                _device.memory_order(grad) != _device.memory_order(like):
-            raise ValueError(f"{where} is {_device.memory_order(grad)}-ordered but its param "
-                             f"is {_device.memory_order(like)}-ordered; device grads are "
-                             "not reordered (that would copy them every step)")
-        return grad.ravel(order=_device.memory_order(like))
-    if not isinstance(grad, np.ndarray):
+    elif not isinstance(grad, np.ndarray):
         raise TypeError(f"{where} must be a NumPy array, got {type(grad).__name__}")
     if grad.dtype != like.dtype:
         raise TypeError(f"{where} has dtype {grad.dtype} but its param has {like.dtype}; "
                         "fastopt does not cast gradients")
     if grad.shape != like.shape:
         raise ValueError(f"{where} has shape {grad.shape} but its param has {like.shape}")
-    return grad.ravel(order=memory_order(like))
+    order = memory_order(like)
+    if on_device and grad.size > 1 and grad.ndim > 1 and memory_order(grad) != order:
+        raise ValueError(f"{where} is {memory_order(grad)}-ordered but its param is "
+                         f"{order}-ordered; device grads are not reordered (that would "
+                         "copy them every step)")
+    return grad.ravel(order=order)
 
 
 def state(array, like, where):

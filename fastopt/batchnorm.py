@@ -126,11 +126,13 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
     if (running_mean is None) != (running_var is None):
         raise ValueError("give both running_mean and running_var, or neither")
     if running_mean is not None:
+        checked = []
         for name, v in (("running_mean", running_mean), ("running_var", running_var)):
             if not (isinstance(v, np.ndarray) or _device.is_device_array(v)) \
                     or v.dtype not in _validate.FLOAT_DTYPES:
                 raise TypeError(f"{name} must be a float32 or float64 array")
-            _channel_vector(v, name, channels, v.dtype, writable=True)
+            checked.append(_channel_vector(v, name, channels, v.dtype, writable=True))
+        running_mean, running_var = checked
     if training and n <= 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input "
                          f"of shape {x.shape}")

@@ -45,14 +45,17 @@ def _flats_and_backend(items, backend):
     on_device = backends.placement(items, "grads")
     runner = backends.get_backend(backends.resolve_for(on_device, backend))
     if on_device:
-        return [_validate.param(g, f"grad {i}", device=True).ravel(
-            order=_device.memory_order(g)) for i, g in enumerate(items)], runner
+        return [_flat(_validate.param(g, f"grad {i}", device=True))
+                for i, g in enumerate(items)], runner
     return [_flat(g) for g in items], runner
 
 
 def _flat(array):
-    contiguous = array.flags.c_contiguous or array.flags.f_contiguous
-    return flat_view(array) if contiguous else np.ascontiguousarray(array).ravel()
+    """A 1-D view in memory order (a contiguous copy of a strided host array)."""
+    if not isinstance(array, np.ndarray) or array.flags.c_contiguous \
+            or array.flags.f_contiguous:
+        return flat_view(array)  # device arrays were checked contiguous
+    return np.ascontiguousarray(array).ravel()
 
 
 def _by_dtype(flats):

@@ -3,8 +3,9 @@
 Precedence: the ``backend=`` argument, then the ``FASTOPT_BACKEND`` environment
 variable, then the default (``"numba"`` when Numba is installed, else ``"c"`` when the
 compiled extension is present, else ``"numpy"``). CUDA device arrays select ``"cuda"``
-by themselves (:func:`resolve_for`); it is never the default for host arrays. Backends are imported on first use,
-so ``import fastopt`` stays fast and works without Numba.
+by themselves (:func:`resolve_for`); it is never the default for host arrays.
+Backends are imported on first use, so ``import fastopt`` stays fast and works
+without Numba.
 """
 
 import importlib

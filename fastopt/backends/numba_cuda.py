@@ -166,7 +166,6 @@ class CudaBackend:
     """numba-cuda kernels; see the module docstring."""
 
     name = "cuda"
-    device = True  # the optimizer and batch norm hand this backend device arrays
 
     def __init__(self):
         self._kernels = {}

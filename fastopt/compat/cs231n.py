@@ -32,7 +32,7 @@ from .. import batchnorm as _bn
 from ..functional import run_rule
 
 
-def _config(config, w, defaults):
+def _config(config, defaults):
     config = {} if config is None else config
     for key, value in defaults.items():
         config.setdefault(key, value)
@@ -50,7 +50,7 @@ def _state(config, key, w):
 
 def sgd(w, dw, config=None):
     """Vanilla SGD, in place: ``w -= learning_rate * dw``. config: learning_rate (1e-2)."""
-    config = _config(config, w, {"learning_rate": 1e-2})
+    config = _config(config, {"learning_rate": 1e-2})
     run_rule("sgd", [w], [dw], {}, dict(
         lr=config["learning_rate"], momentum=0.0, dampening=0.0, nesterov=False,
         first=False, weight_decay=0.0, l1=0.0, maximize=False, grad_scale=None))
@@ -60,7 +60,7 @@ def sgd(w, dw, config=None):
 def sgd_momentum(w, dw, config=None):
     """SGD with velocity-form momentum, in place: ``v = momentum*v - learning_rate*dw ;
     w += v``. config: learning_rate (1e-2), momentum (0.9), velocity (zeros)."""
-    config = _config(config, w, {"learning_rate": 1e-2, "momentum": 0.9})
+    config = _config(config, {"learning_rate": 1e-2, "momentum": 0.9})
     velocity = _state(config, "velocity", w)
     run_rule("velocity", [w], [dw], {"velocity": [velocity]}, dict(
         lr=config["learning_rate"], momentum=config["momentum"], nesterov=False,
@@ -72,7 +72,7 @@ def rmsprop(w, dw, config=None):
     """RMSProp, in place: ``cache = decay_rate*cache + (1-decay_rate)*dw**2 ;
     w -= learning_rate*dw / (sqrt(cache) + epsilon)``. config: learning_rate (1e-2),
     decay_rate (0.99), epsilon (1e-8), cache (zeros)."""
-    config = _config(config, w, {"learning_rate": 1e-2, "decay_rate": 0.99,
+    config = _config(config, {"learning_rate": 1e-2, "decay_rate": 0.99,
                                  "epsilon": 1e-8})
     cache = _state(config, "cache", w)
     run_rule("rmsprop_sq", [w], [dw], {"cache": [cache]}, dict(
@@ -85,7 +85,7 @@ def adam(w, dw, config=None):
     """Adam with bias-corrected moments, in place (see the module docstring).
     config: learning_rate (1e-3), beta1 (0.9), beta2 (0.999), epsilon (1e-8),
     m and v (zeros), t (0, incremented before the update)."""
-    config = _config(config, w, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999,
+    config = _config(config, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999,
                                  "epsilon": 1e-8, "t": 0})
     m, v = _state(config, "m", w), _state(config, "v", w)
     t = int(config["t"]) + 1
