@@ -17,7 +17,7 @@ from fastopt.cli import _sizes
 
 SIZES = _sizes(os.environ.get("FASTOPT_BENCH_SIZES", "1M,16M"))
 CASES = fastopt_bench.optimizer_cases(SIZES, tuple(fastopt_bench.PARAM_LISTS))
-METHODS = ["roofline", "numba", "c", "numpy", "torch"]
+METHODS = list(fastopt_bench.CPU_METHODS)
 
 
 @pytest.mark.parametrize("method", METHODS)

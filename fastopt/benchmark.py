@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 import fastopt
-from fastopt import backends
 
 # kernel name -> (class name in fastopt and torch.optim, kwargs, torch-only kwargs,
 #                 number of state arrays)
@@ -205,6 +204,7 @@ def optimizer_runners(case, methods):
 # "torch-cuda" plays "torch", for the GPU methods.
 GPU_METHODS = ("cuda-copy", "cuda", "torch-cuda")
 CPU_BACKENDS = ("numba", "c", "numpy")
+CPU_METHODS = ("roofline",) + CPU_BACKENDS + ("torch",)  # the default set
 _GPU_BASELINE = {"roofline": "cuda-copy", "torch": "torch-cuda", "numpy": "numpy"}
 
 

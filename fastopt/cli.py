@@ -5,10 +5,6 @@ import json
 import os
 import sys
 
-METHODS = ("roofline", "numba", "c", "numpy", "torch")
-GPU_METHODS = ("cuda-copy", "cuda", "torch-cuda")  # on a GPU: --methods cuda-copy,cuda,torch-cuda
-
-
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
@@ -55,8 +51,9 @@ def build_parser():
     bench.add_argument("--sizes", type=_sizes, help="element counts, e.g. 1M,64M")
     bench.add_argument("--kernels", type=_list(tuple(benchmark.KERNELS)),
                        help="comma-separated subset of " + ",".join(benchmark.KERNELS))
-    bench.add_argument("--methods", type=_list(METHODS + GPU_METHODS), default=list(METHODS),
-                       help="comma-separated subset of " + ",".join(METHODS + GPU_METHODS)
+    methods = benchmark.CPU_METHODS + benchmark.GPU_METHODS
+    bench.add_argument("--methods", type=_list(methods), default=list(benchmark.CPU_METHODS),
+                       help="comma-separated subset of " + ",".join(methods)
                        + " (default: the CPU ones; on a GPU machine use "
                        "cuda-copy,cuda,torch-cuda: the copy plays the roofline)")
     bench.add_argument("--lists", type=_list(tuple(benchmark.PARAM_LISTS), allow_empty=True),

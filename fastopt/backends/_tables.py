@@ -37,17 +37,25 @@ def chunk_table(sizes, chunk=CHUNK):
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
+def address_table(tensors, slots, address_of=address):
+    """``(n_tensors, 5)`` int64 addresses: param, grad (0, filled per step) and the
+    three state slots (0 where unused). ``address_of`` reads one array's address
+    (host arrays by default; the CUDA backend passes its device reader)."""
+    addresses = np.zeros((len(tensors.params), SLOT0 + 3), dtype=np.int64)
+    addresses[:, PARAM] = [address_of(p) for p in tensors.params]
+    for column, name in enumerate(slots, start=SLOT0):
+        if name is not None:
+            addresses[:, column] = [address_of(s) for s in tensors.states[name]]
+    return addresses
+
+
 def optim_tables(tensors, slots):
     """The (cached) address and chunk tables of a TensorSet for the given state slots."""
     key = ("tables", slots)
     tables = tensors.cache.get(key)
     if tables is None:
-        addresses = np.zeros((len(tensors.params), SLOT0 + 3), dtype=np.int64)
-        addresses[:, PARAM] = [address(p) for p in tensors.params]
-        for column, name in enumerate(slots, start=SLOT0):
-            if name is not None:
-                addresses[:, column] = [address(s) for s in tensors.states[name]]
-        tables = tensors.cache[key] = (addresses, chunk_table(tensors.sizes))
+        tables = tensors.cache[key] = (address_table(tensors, slots),
+                                       chunk_table(tensors.sizes))
     return tables
 
 

@@ -17,9 +17,6 @@ runs as Python, with small chunks; there device memory is host memory, and
 ``_element_pointer`` views it through ctypes instead of the CUDA intrinsic.
 """
 
-import ctypes
-import math
-
 import numpy as np
 from numba import config, cuda
 
@@ -34,7 +31,7 @@ if not cuda.is_available():
 CHUNK = 256 if SIMULATED else 1 << 14  # elements per thread block
 THREADS = 32 if SIMULATED else 256  # threads per block (a power of two)
 MAX_TENSORS_PER_LAUNCH = 256  # grad addresses ride in the kernel's parameter space
-GRAD, SLOTS = 1, (2, 3, 4)
+_P, _S0 = _tables.PARAM, _tables.SLOT0  # columns of the address table (grads: a tuple)
 
 if SIMULATED:
     def _element_pointer(address, like):
@@ -72,11 +69,11 @@ def _make_optim_kernel(rule_id, flags, used):
         zero = h[_math.ZERO]
         for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
             t = chunks[c, 0]
-            p = _element_pointer(addresses[t, 0], zero)
+            p = _element_pointer(addresses[t, _P], zero)
             g = _element_pointer(grads[t], zero)
-            s0 = _element_pointer(addresses[t, 2], zero)
-            s1 = _element_pointer(addresses[t, 3], zero)
-            s2 = _element_pointer(addresses[t, 4], zero)
+            s0 = _element_pointer(addresses[t, _S0], zero)
+            s1 = _element_pointer(addresses[t, _S0 + 1], zero)
+            s2 = _element_pointer(addresses[t, _S0 + 2], zero)
             for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
                 _update_element(rule_id, flags, used, p, g, s0, s1, s2, i, h)
 
@@ -193,13 +190,8 @@ class CudaBackend:
         tables = tensors.cache.get(key)
         if tables is None:
             lo, hi = part
-            addresses = np.zeros((hi - lo, 5), dtype=np.int64)
-            addresses[:, 0] = [_device.address(p) for p in tensors.params[lo:hi]]
-            for column, name in zip(SLOTS, slots):
-                if name is not None:
-                    addresses[:, column] = [_device.address(s)
-                                            for s in tensors.states[name][lo:hi]]
-            tables = tensors.cache[key] = (cuda.to_device(addresses),
+            addresses = _tables.address_table(tensors, slots, _device.address)[lo:hi]
+            tables = tensors.cache[key] = (cuda.to_device(np.ascontiguousarray(addresses)),
                                            self._chunks(tensors.sizes[lo:hi]))
         return tables
 
