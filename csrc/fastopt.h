@@ -58,11 +58,13 @@
 #define FO_PARALLEL_MIN_CHUNKS 4
 #define FO_PARALLEL_MIN_ELEMENTS 131072
 
-/* One optimizer step over every chunk; returns 0, or -1 for an unknown variant. */
+/* One optimizer step over every chunk on `threads` threads (serial when 1); thread k
+   runs the k-th of `threads` equal runs of rows (static schedule), so the caller
+   balances the table for that count. Returns 0, or -1 for an unknown variant. */
 int fo_optim_f32(int variant, const int64_t *addresses, const int64_t *chunks,
-                 int64_t n_chunks, const float *hyper);
+                 int64_t n_chunks, const float *hyper, int threads);
 int fo_optim_f64(int variant, const int64_t *addresses, const int64_t *chunks,
-                 int64_t n_chunks, const double *hyper);
+                 int64_t n_chunks, const double *hyper, int threads);
 
 /* Reductions over the chunks of 1-D arrays (`addresses` has one column here):
    out[c] = float64 sum of squares of chunk c / 1 if chunk c is all finite, else 0. */

@@ -147,13 +147,14 @@ static const SFX(chunk_fn) SFX(variants)[FO_N_VARIANTS] = {FO_VARIANTS(FO_TABLE_
 #undef FO_TABLE_ENTRY
 
 int SFX(fo_optim)(int variant, const int64_t *addresses, const int64_t *chunks,
-                  int64_t n_chunks, const REAL *hyper)
+                  int64_t n_chunks, const REAL *hyper, int threads)
 {
     if (variant < 0 || variant >= FO_N_VARIANTS || !SFX(variants)[variant])
         return -1;
     const SFX(chunk_fn) chunk = SFX(variants)[variant];
+    (void)threads; /* unused in a serial build */
 
-#pragma omp parallel for schedule(static) if (n_chunks >= FO_PARALLEL_MIN_CHUNKS)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t c = 0; c < n_chunks; c++) {
         const int64_t *row = chunks + 3 * c;
         const int64_t *a = addresses + 5 * row[0];

@@ -21,6 +21,8 @@ sums, then the coefficients go back to the device for the second pass)::
     dx = gamma * invstd / n * (n*dy - dbeta - xhat*dgamma)
 """
 
+import math
+
 import numpy as np
 
 from . import _device, _validate, backends
@@ -40,8 +42,8 @@ class BatchNormCache:
 
 
 def _view3(x, axis):
-    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-    inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    outer = math.prod(x.shape[:axis])  # math.prod: ~0.1 us; np.prod takes ~5 us
+    inner = math.prod(x.shape[axis + 1:])
     if not isinstance(x, np.ndarray):  # device arrays are checked C-contiguous
         return x.reshape(outer, x.shape[axis], inner)
     return np.ascontiguousarray(x).reshape(outer, x.shape[axis], inner)

@@ -9,10 +9,13 @@ _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
 def _sizes(text):
-    """Parse ``1M,64M`` (K/M/G binary suffixes) into {label: element count}."""
+    """Parse ``1M,64M`` (K/M/G binary suffixes) into {label: element count}; an
+    empty string gives no flat sizes (parameter lists only)."""
     sizes = {}
     for item in text.split(","):
         item = item.strip()
+        if not item:
+            continue
         try:
             if item[-1:].upper() in _UNITS:
                 n = int(float(item[:-1]) * _UNITS[item[-1].upper()])
@@ -76,7 +79,7 @@ def cmd_bench(args, out=None):
     else:
         sizes, lists, rounds = benchmark.QUICK_SIZES, ("mlp",), 7
         bn_shapes = benchmark.BATCHNORM_QUICK
-    sizes = args.sizes or sizes
+    sizes = sizes if args.sizes is None else args.sizes
     lists = tuple(args.lists) if args.lists is not None else lists
     rounds = args.rounds or rounds
     cases = benchmark.cases(sizes, lists, args.kernels, bn_shapes)

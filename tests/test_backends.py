@@ -105,3 +105,25 @@ def test_c_layout_constants_match_math():
         assert getattr(_fastopt_c.lib, "FO_" + name) == getattr(_math, name), name
     for rule, rule_id in _math.RULE_IDS.items():
         assert getattr(_fastopt_c.lib, "FO_RULE_" + rule.upper()) == rule_id
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 8])
+@pytest.mark.parametrize("sizes", [[200704, 256, 65536, 256, 2560, 10],  # 784-256-256-10
+                                   [5, 3], [1, 0, 7, 100003, 0], [0, 0]])
+def test_balanced_chunk_table_gives_each_thread_an_equal_share(sizes, parts):
+    # The kernels split rows statically: thread k runs the k-th of `parts` equal runs.
+    from fastopt.backends._tables import CHUNK, balanced_chunk_table
+
+    rows = balanced_chunk_table(sizes, parts)
+    assert rows.shape[1] == 3 and len(rows) % parts == 0
+    lengths = rows[:, 2] - rows[:, 1]
+    assert (lengths >= 0).all() and lengths.max(initial=0) <= CHUNK
+    covered = [np.zeros(n, int) for n in sizes]
+    for t, start, stop in rows:
+        covered[t][start:stop] += 1
+    assert all((c == 1).all() for c in covered)  # every element exactly once
+    shares = lengths.reshape(parts, -1).sum(axis=1) if len(rows) else np.zeros(parts)
+    assert shares.sum() == sum(sizes)
+    # Each run ends within 16 elements before its ideal end (cuts move back to a
+    # multiple of 16 within the tensor), so each share is within 16 of the ideal.
+    assert np.abs(shares - sum(sizes) / parts).max() < 16

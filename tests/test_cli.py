@@ -42,6 +42,14 @@ def test_bench_plot(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_empty_sizes_runs_the_parameter_lists_only(capsys):
+    cli.main(["bench", "--sizes", "", "--kernels", "sgd_momentum", "--lists", "mlp",
+              "--methods", "numpy", "--rounds", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.startswith("sgd_momentum")]
+    assert [row[1] for row in rows] == ["mlp"]
+
+
 @pytest.mark.parametrize("argv,message", [
     (["bench", "--kernels", "lion"], "unknown: lion"),
     (["bench", "--sizes", "big"], "not a size"),

@@ -48,12 +48,14 @@ class CBackend:
 
     def optim_step(self, rule_name, tensors, grads, hyper):
         """Apply one step of rule ``rule_name`` to every tensor of ``tensors``."""
+        parts = self.threads() if _tables.parallel(tensors.total) else 1
         flags, addresses, chunks, packed = _tables.optim_launch(rule_name, tensors, grads,
-                                                                hyper)
+                                                                hyper, parts)
         ctype, tag = _TYPES[packed.dtype]
         variant = _math.RULE_IDS[rule_name] * 8 + flags[0] * 4 + flags[1] * 2 + flags[2]
         status = self._optim[tag](variant, _ptr("int64_t *", addresses),
-                                  _ptr("int64_t *", chunks), len(chunks), _ptr(ctype, packed))
+                                  _ptr("int64_t *", chunks), len(chunks), _ptr(ctype, packed),
+                                  parts)
         if status != 0:  # unreachable through the public API, which validates first
             raise RuntimeError(f"the C backend has no kernel variant {variant}")
 

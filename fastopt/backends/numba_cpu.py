@@ -224,8 +224,9 @@ class NumbaBackend:
 
     def optim_step(self, rule_name, tensors, grads, hyper):
         """Apply one step of rule ``rule_name`` to every tensor of ``tensors``."""
+        parts = numba.get_num_threads() if _tables.parallel(tensors.total) else 1
         flags, addresses, chunks, packed = _tables.optim_launch(rule_name, tensors, grads,
-                                                                hyper)
+                                                                hyper, parts)
         rule = RULES[rule_name]
         used = tuple(name is not None for name in rule.slots(flags))
         _launch(self._kernel(rule, flags, used, tensors.dtype), tensors.total,
