@@ -19,8 +19,41 @@ FO_CLONES void SFX(fo_bn_item)(const REAL *restrict a, const REAL *restrict b,
                                int64_t channels, int64_t inner,
                                double *restrict s1, double *restrict s2)
 {
-    if (inner == 1) { /* (rows, C): add each row into the block's partial sums */
-        for (int64_t o = o0; o < o1; o++) {
+    if (inner == 1) { /* (rows, C): add rows into the block's partial sums, four rows
+                         per pass so that the sums are loaded and stored once per four */
+        const int64_t w = channels;
+        int64_t o = o0;
+        if (a == b && ka == kb) { /* forward: sums of u = x - k and of u^2 */
+            for (; o + 4 <= o1; o += 4) {
+                const REAL *restrict x = a + o * channels;
+#pragma omp simd
+                for (int64_t c = c0; c < c1; c++) {
+                    const double k = ka[c];
+                    const double u0 = SFX(shifted)(x[c], k), u1 = SFX(shifted)(x[w + c], k);
+                    const double u2 = SFX(shifted)(x[2 * w + c], k);
+                    const double u3 = SFX(shifted)(x[3 * w + c], k);
+                    s1[c] += (u0 + u1) + (u2 + u3);
+                    s2[c] += (u0 * u0 + u1 * u1) + (u2 * u2 + u3 * u3);
+                }
+            }
+        }
+        for (; o + 4 <= o1; o += 4) {
+            const REAL *restrict x = a + o * channels;
+            const REAL *restrict y = b + o * channels;
+#pragma omp simd
+            for (int64_t c = c0; c < c1; c++) {
+                const double k = ka[c], j = kb[c];
+                const double u0 = SFX(shifted)(x[c], k), u1 = SFX(shifted)(x[w + c], k);
+                const double u2 = SFX(shifted)(x[2 * w + c], k);
+                const double u3 = SFX(shifted)(x[3 * w + c], k);
+                const double v0 = SFX(shifted)(y[c], j), v1 = SFX(shifted)(y[w + c], j);
+                const double v2 = SFX(shifted)(y[2 * w + c], j);
+                const double v3 = SFX(shifted)(y[3 * w + c], j);
+                s1[c] += (u0 + u1) + (u2 + u3);
+                s2[c] += (u0 * v0 + u1 * v1) + (u2 * v2 + u3 * v3);
+            }
+        }
+        for (; o < o1; o++) {
             const REAL *restrict x = a + o * channels;
             const REAL *restrict y = b + o * channels;
 #pragma omp simd

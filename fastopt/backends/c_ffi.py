@@ -15,12 +15,14 @@ from .. import _math
 from .._fastopt_c import ffi, lib
 from . import _tables
 
-_TYPES = {np.dtype(np.float32): ("float *", "f32"), np.dtype(np.float64): ("double *", "f64")}
+_TYPES = {np.dtype(np.float32): ("float[]", "f32"), np.dtype(np.float64): ("double[]", "f64")}
 
 
 def _ptr(ctype, array):
-    """A C pointer to a NumPy array's data (None stays NULL)."""
-    return ffi.NULL if array is None else ffi.cast(ctype, array.ctypes.data)
+    """A C array (``ctype`` like "float[]") over a contiguous NumPy array's data,
+    passed to C as a pointer; None stays NULL. ``from_buffer`` takes ~0.5 us where
+    ``ffi.cast(ctype, array.ctypes.data)`` takes ~3 us."""
+    return ffi.NULL if array is None else ffi.from_buffer(ctype, array)
 
 
 def _contiguous(*arrays):
@@ -53,8 +55,8 @@ class CBackend:
                                                                 hyper, parts)
         ctype, tag = _TYPES[packed.dtype]
         variant = _math.RULE_IDS[rule_name] * 8 + flags[0] * 4 + flags[1] * 2 + flags[2]
-        status = self._optim[tag](variant, _ptr("int64_t *", addresses),
-                                  _ptr("int64_t *", chunks), len(chunks), _ptr(ctype, packed),
+        status = self._optim[tag](variant, _ptr("int64_t[]", addresses),
+                                  _ptr("int64_t[]", chunks), len(chunks), _ptr(ctype, packed),
                                   parts)
         if status != 0:  # unreachable through the public API, which validates first
             raise RuntimeError(f"the C backend has no kernel variant {variant}")
@@ -63,18 +65,18 @@ class CBackend:
         """One value per fixed chunk of same-dtype 1-D contiguous arrays."""
         addresses, chunks = _tables.read_tables(arrays)
         out = np.zeros(len(chunks), dtype=dtype)
-        kernels[_TYPES[arrays[0].dtype][1]](_ptr("int64_t *", addresses),
-                                           _ptr("int64_t *", chunks), len(chunks),
+        kernels[_TYPES[arrays[0].dtype][1]](_ptr("int64_t[]", addresses),
+                                           _ptr("int64_t[]", chunks), len(chunks),
                                            _ptr(ctype, out))
         return out
 
     def chunk_sums_of_squares(self, arrays):
         """Float64 sums of squares of fixed chunks of same-dtype 1-D contiguous arrays."""
-        return self._per_chunk(self._sumsq, arrays, np.float64, "double *")
+        return self._per_chunk(self._sumsq, arrays, np.float64, "double[]")
 
     def all_finite(self, arrays):
         """Whether every element of the same-dtype 1-D contiguous arrays is finite."""
-        return bool(self._per_chunk(self._finite, arrays, np.uint8, "unsigned char *").all())
+        return bool(self._per_chunk(self._finite, arrays, np.uint8, "unsigned char[]").all())
 
     def bn_sums(self, a, b, ka, kb):
         """Per channel of (outer, C, inner) views: sum(a-ka), sum((a-ka)*(b-kb)) in
@@ -83,9 +85,9 @@ class CBackend:
         ka, kb = (np.ascontiguousarray(k, dtype=np.float64) for k in (ka, kb))
         rows, cols, s1, s2 = _tables.bn_partials(a.shape)
         ctype, tag = _TYPES[a.dtype]
-        self._bn_sums[tag](_ptr(ctype, a), _ptr(ctype, b), _ptr("double *", ka),
-                           _ptr("double *", kb), *a.shape, rows, cols,
-                           _ptr("double *", s1), _ptr("double *", s2))
+        self._bn_sums[tag](_ptr(ctype, a), _ptr(ctype, b), _ptr("double[]", ka),
+                           _ptr("double[]", kb), *a.shape, rows, cols,
+                           _ptr("double[]", s1), _ptr("double[]", s2))
         return s1.sum(axis=0), s2.sum(axis=0)
 
     def bn_affine(self, a, b, p, q, r, out):

@@ -151,17 +151,36 @@ def _bn_partial_sums(a, b, ka, kb, rows, cols, s1, s2):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc"})
-def _bn_partial_sums_rows(a, b, ka, kb, rows, s1, s2):
+def _bn_partial_sums_rows(a, b, ka, kb, rows, s1, s2, same):
     """The (outer, C) case of :func:`_bn_partial_sums` (channels-last, or (N, C)): each
-    row block adds its rows into its own row of partial sums, vectorised over C."""
-    outer = a.shape[0]
+    row block adds its rows into its own row of partial sums, vectorised over C, four
+    rows per pass (the sums are loaded and stored once per four rows). ``same``: ``b``
+    is ``a`` and ``kb`` is ``ka`` (the forward pass), so ``b - kb`` is not recomputed."""
+    outer, channels = a.shape
     for rb in numba.prange(s1.shape[0]):
         sum1 = s1[rb]
         sum2 = s2[rb]
-        for o in range(rb * rows, min(rb * rows + rows, outer)):
+        o = rb * rows
+        o1 = min(o + rows, outer)
+        while o + 4 <= o1:
+            x0, x1, x2, x3 = a[o], a[o + 1], a[o + 2], a[o + 3]
+            y0, y1, y2, y3 = b[o], b[o + 1], b[o + 2], b[o + 3]
+            for c in range(channels):
+                k = ka[c]
+                u0, u1 = _shifted(x0[c], k), _shifted(x1[c], k)
+                u2, u3 = _shifted(x2[c], k), _shifted(x3[c], k)
+                v0, v1, v2, v3 = u0, u1, u2, u3
+                if not same:
+                    j = kb[c]
+                    v0, v1 = _shifted(y0[c], j), _shifted(y1[c], j)
+                    v2, v3 = _shifted(y2[c], j), _shifted(y3[c], j)
+                sum1[c] += (u0 + u1) + (u2 + u3)
+                sum2[c] += (u0 * v0 + u1 * v1) + (u2 * v2 + u3 * v3)
+            o += 4
+        for o in range(o, o1):
             x = a[o]
             y = b[o]
-            for c in range(x.shape[0]):
+            for c in range(channels):
                 u = _shifted(x[c], ka[c])
                 sum1[c] += u
                 sum2[c] += u * _shifted(y[c], kb[c])
@@ -262,8 +281,9 @@ class NumbaBackend:
         rows, cols, s1, s2 = _tables.bn_partials(a.shape)
         if a.shape[2] == 1:
             outer, channels = a.shape[:2]
+            same = a is b and ka is kb
             _launch(_bn_partial_sums_rows, a.size, a.reshape(outer, channels),
-                    b.reshape(outer, channels), ka, kb, rows, s1, s2)
+                    b.reshape(outer, channels), ka, kb, rows, s1, s2, same)
         else:
             _launch(_bn_partial_sums, a.size, a, b, ka, kb, rows, cols, s1, s2)
         return s1.sum(axis=0), s2.sum(axis=0)
