@@ -14,8 +14,9 @@ Forward (training) is one statistics pass (sums shifted by one sample per channe
 for accuracy) plus one normalise pass ``y = x*alpha + beta'``; backward is one
 reduction pass (``sum dy``, ``sum dy*(x - mean)``) plus one pass
 ``dx = dy*A + x*B + C``. The per-channel coefficients are computed on the host in
-float64 from DESIGN section 3 (for CUDA arrays: from the device's per-block partial
-sums, then the coefficients go back to the device for the second pass)::
+float64 from DESIGN section 3 by :mod:`fastopt._bn_math` (compiled by Numba for the
+numba backend, plain NumPy otherwise; for CUDA arrays: from the device's per-block
+partial sums, then the coefficients go back to the device for the second pass)::
 
     y  = (x - mean) * invstd * gamma + beta
     dx = gamma * invstd / n * (n*dy - dbeta - xhat*dgamma)
@@ -25,7 +26,7 @@ import math
 
 import numpy as np
 
-from . import _device, _validate, backends
+from . import _bn_math, _device, _validate, backends
 
 
 class BatchNormCache:
@@ -69,6 +70,12 @@ def _on_side_of(x, v):
     from numba import cuda
 
     return cuda.to_device(np.ascontiguousarray(v))
+
+
+def _per_channel_maths(runner):
+    """The backend's compiled :mod:`fastopt._bn_math` (same source, same bits), or
+    the plain NumPy one."""
+    return getattr(runner, "bn_math", _bn_math)
 
 
 def _channel_vector(v, name, channels, dtype, writable=False):
@@ -145,29 +152,26 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
                                 backend)
     runner = backends.get_backend(name)
 
+    bn = _per_channel_maths(runner)
     x3 = _view3(x, axis)
     if training:
         shift = _host(x3[0])[:, 0].astype(np.float64)
         s1, s2 = runner.bn_sums(x3, x3, shift, shift)
-        centred = s1 / n
-        mean = shift + centred
-        var = np.maximum(s2 / n - centred * centred, 0.0)
+        mean, var = bn.forward_statistics(s1, s2, shift, n)
     else:
         mean = _host(running_mean).astype(np.float64)
         var = _host(running_var).astype(np.float64)
-    invstd = 1.0 / np.sqrt(var + eps)
-    alpha = _host(gamma).astype(np.float64) * invstd
-    offset = _host(beta).astype(np.float64) - mean * alpha
+    invstd, alpha, offset = bn.forward_coefficients(mean, var, _host(gamma), _host(beta), eps)
     y3 = _empty_like(x3)
     runner.bn_affine(x3, None, alpha.astype(x.dtype), None, offset.astype(x.dtype), y3)
     if training and running_mean is not None:
-        new_mean = (1 - momentum) * _host(running_mean) + momentum * mean
-        new_var = (1 - momentum) * _host(running_var) + momentum * var * n / (n - 1)
-        for target, value in ((running_mean, new_mean), (running_var, new_var)):
-            if isinstance(target, np.ndarray):
-                target[...] = value
-            else:
-                _device.write(target, value)
+        if isinstance(running_mean, np.ndarray):
+            bn.running_update(running_mean, running_var, mean, var, momentum, n)
+        else:  # device arrays: update host copies, then write them back
+            host = _host(running_mean).copy(), _host(running_var).copy()
+            bn.running_update(*host, mean, var, momentum, n)
+            _device.write(running_mean, host[0])
+            _device.write(running_var, host[1])
     cache = BatchNormCache(x, mean, var, invstd, gamma, axis, training, name)
     return y3.reshape(x.shape), cache
 
@@ -190,15 +194,13 @@ def batchnorm_backward(dy, cache):
     n = x.size // channels
     x3, dy3 = _view3(x, cache.axis), _view3(dy, cache.axis)
     dbeta, sum_dy_xc = runner.bn_sums(dy3, x3, np.zeros(channels), cache.mean)
-    dgamma = cache.invstd * sum_dy_xc
-    scale = _host(cache.gamma).astype(np.float64) * cache.invstd
+    dgamma, scale, slope, shift = _per_channel_maths(runner).backward_coefficients(
+        dbeta, sum_dy_xc, _host(cache.gamma), cache.mean, cache.invstd, n)
     dx3 = _empty_like(x3)
     if cache.training:
-        slope = -scale * cache.invstd * cache.invstd * sum_dy_xc / n
-        offset = -scale * dbeta / n - slope * cache.mean
         runner.bn_affine(dy3, x3, scale.astype(x.dtype), slope.astype(x.dtype),
-                         offset.astype(x.dtype), dx3)
-    else:
+                         shift.astype(x.dtype), dx3)
+    else:  # the statistics are constants: dx = dy*gamma*invstd
         runner.bn_affine(dy3, None, scale.astype(x.dtype), None,
                          np.zeros(channels, x.dtype), dx3)
     return (dx3.reshape(x.shape), _on_side_of(x, dgamma.astype(x.dtype)),

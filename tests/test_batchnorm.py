@@ -217,3 +217,35 @@ def test_compiled_backends_agree(shape, axis):
     np.testing.assert_allclose(caches[0].var, caches[1].var, rtol=1e-12)
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_per_channel_maths_gives_the_numpy_bits(dtype):
+    # fastopt/_bn_math.py is one source: plain NumPy for the c/numpy/cuda backends,
+    # compiled by Numba for the numba backend. Both must produce the same bits.
+    if "numba" not in fastopt.available_backends():
+        pytest.skip("needs numba")
+    from fastopt import _bn_math
+    from fastopt.backends.numba_cpu import BN_MATH
+
+    rng = np.random.default_rng(11)
+    c, n = 37, 123
+    s1, s2 = rng.standard_normal(c) * 5, np.abs(rng.standard_normal(c)) * 50
+    s2[0] = 0.0  # a constant channel: var clamps at 0
+    shift, mean = rng.standard_normal(c), rng.standard_normal(c)
+    gamma, beta = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    invstd, dbeta, sxc = np.abs(rng.standard_normal(c)) + 0.1, *rng.standard_normal((2, c))
+    cases = [("forward_statistics", (s1, s2, shift, n)),
+             ("forward_coefficients", (mean, np.abs(s2) / n, gamma, beta, 1e-5)),
+             ("backward_coefficients", (dbeta, sxc, gamma, mean, invstd, n))]
+    for name, args in cases:
+        for got, want in zip(getattr(BN_MATH, name)(*args), getattr(_bn_math, name)(*args)):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    running = [(rng.standard_normal(c).astype(dtype), np.abs(rng.standard_normal(c)).astype(dtype))
+               for _ in range(2)]
+    running[1] = tuple(a.copy() for a in running[0])
+    BN_MATH.running_update(*running[0], mean, invstd, 0.1, n)
+    _bn_math.running_update(*running[1], mean, invstd, 0.1, n)
+    for got, want in zip(*running):
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, want)
