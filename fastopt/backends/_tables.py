@@ -24,7 +24,9 @@ def parallel(n_elements):
     """Whether work on ``n_elements`` elements is worth the thread pool (see
     PARALLEL_MIN_ELEMENTS; the numba and c backends share this rule)."""
     return n_elements >= PARALLEL_MIN_ELEMENTS
-PARAM, GRAD = 0, 1
+
+
+PARAM, GRAD = 0, 1  # address-table columns; the state slots follow
 SLOT0 = 2
 
 
