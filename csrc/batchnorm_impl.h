@@ -10,6 +10,33 @@
 /* float64(v) - k, kept out of the reordered accumulations below. */
 FO_INLINE double SFX(shifted)(REAL v, double k) { return (double)v - k; }
 
+/* Four rows x[0..3][c0..c1) (row stride w) added into the block's partial sums:
+   sum of u = x - ka and of u * (y - kb). `same` (a constant at each call, so the
+   compiler drops the branch) means y is x and kb is ka: v is u, not loaded again. */
+FO_INLINE void SFX(bn_rows4)(const REAL *restrict x, const REAL *restrict y,
+                             const double *restrict ka, const double *restrict kb,
+                             int64_t w, int64_t c0, int64_t c1, const int same,
+                             double *restrict s1, double *restrict s2)
+{
+#pragma omp simd
+    for (int64_t c = c0; c < c1; c++) {
+        const double k = ka[c];
+        const double u0 = SFX(shifted)(x[c], k), u1 = SFX(shifted)(x[w + c], k);
+        const double u2 = SFX(shifted)(x[2 * w + c], k);
+        const double u3 = SFX(shifted)(x[3 * w + c], k);
+        double v0 = u0, v1 = u1, v2 = u2, v3 = u3;
+        if (!same) {
+            const double j = kb[c];
+            v0 = SFX(shifted)(y[c], j);
+            v1 = SFX(shifted)(y[w + c], j);
+            v2 = SFX(shifted)(y[2 * w + c], j);
+            v3 = SFX(shifted)(y[3 * w + c], j);
+        }
+        s1[c] += (u0 + u1) + (u2 + u3);
+        s2[c] += (u0 * v0 + u1 * v1) + (u2 * v2 + u3 * v3);
+    }
+}
+
 /* Partial sums of one (row block, channel block) item. The accumulations carry an
    OpenMP simd reduction: the compiler may keep several partial sums per row (fixed by
    the compiled code, not by the thread count) and so vectorise the float64 adds. */
@@ -21,37 +48,14 @@ FO_CLONES void SFX(fo_bn_item)(const REAL *restrict a, const REAL *restrict b,
 {
     if (inner == 1) { /* (rows, C): add rows into the block's partial sums, four rows
                          per pass so that the sums are loaded and stored once per four */
-        const int64_t w = channels;
+        const int same = a == b && ka == kb; /* the forward pass: sums of u and u^2 */
         int64_t o = o0;
-        if (a == b && ka == kb) { /* forward: sums of u = x - k and of u^2 */
-            for (; o + 4 <= o1; o += 4) {
-                const REAL *restrict x = a + o * channels;
-#pragma omp simd
-                for (int64_t c = c0; c < c1; c++) {
-                    const double k = ka[c];
-                    const double u0 = SFX(shifted)(x[c], k), u1 = SFX(shifted)(x[w + c], k);
-                    const double u2 = SFX(shifted)(x[2 * w + c], k);
-                    const double u3 = SFX(shifted)(x[3 * w + c], k);
-                    s1[c] += (u0 + u1) + (u2 + u3);
-                    s2[c] += (u0 * u0 + u1 * u1) + (u2 * u2 + u3 * u3);
-                }
-            }
-        }
         for (; o + 4 <= o1; o += 4) {
-            const REAL *restrict x = a + o * channels;
-            const REAL *restrict y = b + o * channels;
-#pragma omp simd
-            for (int64_t c = c0; c < c1; c++) {
-                const double k = ka[c], j = kb[c];
-                const double u0 = SFX(shifted)(x[c], k), u1 = SFX(shifted)(x[w + c], k);
-                const double u2 = SFX(shifted)(x[2 * w + c], k);
-                const double u3 = SFX(shifted)(x[3 * w + c], k);
-                const double v0 = SFX(shifted)(y[c], j), v1 = SFX(shifted)(y[w + c], j);
-                const double v2 = SFX(shifted)(y[2 * w + c], j);
-                const double v3 = SFX(shifted)(y[3 * w + c], j);
-                s1[c] += (u0 + u1) + (u2 + u3);
-                s2[c] += (u0 * v0 + u1 * v1) + (u2 * v2 + u3 * v3);
-            }
+            const REAL *x = a + o * channels, *y = b + o * channels;
+            if (same)
+                SFX(bn_rows4)(x, x, ka, ka, channels, c0, c1, 1, s1, s2);
+            else
+                SFX(bn_rows4)(x, y, ka, kb, channels, c0, c1, 0, s1, s2);
         }
         for (; o < o1; o++) {
             const REAL *restrict x = a + o * channels;
