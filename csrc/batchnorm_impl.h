@@ -1,6 +1,9 @@
 /* Batch-norm kernels for one element type; batchnorm.c includes this file once per
  * type with REAL and TAG defined. fastopt/batchnorm.py composes them into the forward
- * and backward passes (statistics, then an affine pass).
+ * and backward passes (statistics, then an affine pass), one window of channels at a
+ * time: the caller points a, b and out at the window's first channel, `channels` is
+ * the window's width and `stride` the full array's channel count (a row of the array
+ * is stride * inner elements).
  *
  * Reductions accumulate in double over a blocking fixed by the shape alone (the
  * caller's rows x cols blocks), each block writing its own slot, so the result does
@@ -37,29 +40,45 @@ FO_INLINE void SFX(bn_rows4)(const REAL *restrict x, const REAL *restrict y,
     }
 }
 
-/* Partial sums of one (row block, channel block) item. The accumulations carry an
-   OpenMP simd reduction: the compiler may keep several partial sums per row (fixed by
-   the compiled code, not by the thread count) and so vectorise the float64 adds. */
+/* One long row of n values added into one channel's partial sums (an OpenMP simd
+   reduction: the compiler may keep several partial sums, fixed by the compiled code,
+   and so vectorise the float64 adds). `same` as in bn_rows4. */
+FO_INLINE void SFX(bn_row_sums)(const REAL *restrict x, const REAL *restrict y, double kx,
+                                double ky, int64_t n, const int same,
+                                double *restrict s1, double *restrict s2)
+{
+    double sum1 = 0.0, sum2 = 0.0;
+#pragma omp simd reduction(+ : sum1, sum2)
+    for (int64_t i = 0; i < n; i++) {
+        const double u = SFX(shifted)(x[i], kx);
+        sum1 += u;
+        sum2 += u * (same ? u : SFX(shifted)(y[i], ky));
+    }
+    *s1 += sum1;
+    *s2 += sum2;
+}
+
+/* Partial sums of one (row block, channel block) item. */
 FO_CLONES void SFX(fo_bn_item)(const REAL *restrict a, const REAL *restrict b,
                                const double *restrict ka, const double *restrict kb,
                                int64_t o0, int64_t o1, int64_t c0, int64_t c1,
-                               int64_t channels, int64_t inner,
+                               int64_t stride, int64_t inner,
                                double *restrict s1, double *restrict s2)
 {
+    const int same = a == b && ka == kb; /* the forward pass: sums of u and u^2 */
     if (inner == 1) { /* (rows, C): add rows into the block's partial sums, four rows
                          per pass so that the sums are loaded and stored once per four */
-        const int same = a == b && ka == kb; /* the forward pass: sums of u and u^2 */
         int64_t o = o0;
         for (; o + 4 <= o1; o += 4) {
-            const REAL *x = a + o * channels, *y = b + o * channels;
+            const REAL *x = a + o * stride, *y = b + o * stride;
             if (same)
-                SFX(bn_rows4)(x, x, ka, ka, channels, c0, c1, 1, s1, s2);
+                SFX(bn_rows4)(x, x, ka, ka, stride, c0, c1, 1, s1, s2);
             else
-                SFX(bn_rows4)(x, y, ka, kb, channels, c0, c1, 0, s1, s2);
+                SFX(bn_rows4)(x, y, ka, kb, stride, c0, c1, 0, s1, s2);
         }
         for (; o < o1; o++) {
-            const REAL *restrict x = a + o * channels;
-            const REAL *restrict y = b + o * channels;
+            const REAL *restrict x = a + o * stride;
+            const REAL *restrict y = b + o * stride;
 #pragma omp simd
             for (int64_t c = c0; c < c1; c++) {
                 const double u = SFX(shifted)(x[c], ka[c]);
@@ -71,24 +90,17 @@ FO_CLONES void SFX(fo_bn_item)(const REAL *restrict a, const REAL *restrict b,
     }
     for (int64_t o = o0; o < o1; o++)
         for (int64_t c = c0; c < c1; c++) {
-            const REAL *restrict x = a + (o * channels + c) * inner;
-            const REAL *restrict y = b + (o * channels + c) * inner;
-            const double kac = ka[c], kbc = kb[c];
-            double sum1 = 0.0, sum2 = 0.0;
-#pragma omp simd reduction(+ : sum1, sum2)
-            for (int64_t i = 0; i < inner; i++) {
-                const double u = SFX(shifted)(x[i], kac);
-                sum1 += u;
-                sum2 += u * SFX(shifted)(y[i], kbc);
-            }
-            s1[c] += sum1;
-            s2[c] += sum2;
+            const int64_t at = (o * stride + c) * inner;
+            if (same)
+                SFX(bn_row_sums)(a + at, a + at, ka[c], ka[c], inner, 1, s1 + c, s2 + c);
+            else
+                SFX(bn_row_sums)(a + at, b + at, ka[c], kb[c], inner, 0, s1 + c, s2 + c);
         }
 }
 
 void SFX(fo_bn_sums)(const REAL *a, const REAL *b, const double *ka, const double *kb,
-                     int64_t outer, int64_t channels, int64_t inner, int64_t rows,
-                     int64_t cols, double *s1, double *s2)
+                     int64_t outer, int64_t channels, int64_t stride, int64_t inner,
+                     int64_t rows, int64_t cols, double *s1, double *s2)
 {
     const int64_t n_col_blocks = (channels + cols - 1) / cols;
     const int64_t n_row_blocks = (outer + rows - 1) / rows;
@@ -98,7 +110,7 @@ void SFX(fo_bn_sums)(const REAL *a, const REAL *b, const double *ka, const doubl
         const int64_t c0 = (item % n_col_blocks) * cols;
         const int64_t o1 = rb * rows + rows < outer ? rb * rows + rows : outer;
         const int64_t c1 = c0 + cols < channels ? c0 + cols : channels;
-        SFX(fo_bn_item)(a, b, ka, kb, rb * rows, o1, c0, c1, channels, inner,
+        SFX(fo_bn_item)(a, b, ka, kb, rb * rows, o1, c0, c1, stride, inner,
                         s1 + rb * channels, s2 + rb * channels);
     }
 }
@@ -130,19 +142,19 @@ FO_CLONES void SFX(fo_bn_row_cl)(const REAL *restrict x, const REAL *restrict y,
 
 void SFX(fo_bn_affine)(const REAL *a, const REAL *b, const REAL *p, const REAL *q,
                        const REAL *r, REAL *out, int64_t outer, int64_t channels,
-                       int64_t inner)
+                       int64_t stride, int64_t inner)
 {
     if (inner == 1) {
 #pragma omp parallel for schedule(static) if (outer * channels >= FO_PARALLEL_MIN_ELEMENTS)
         for (int64_t o = 0; o < outer; o++)
-            SFX(fo_bn_row_cl)(a + o * channels, b ? b + o * channels : NULL, p, q, r,
-                              out + o * channels, channels);
+            SFX(fo_bn_row_cl)(a + o * stride, b ? b + o * stride : NULL, p, q, r,
+                              out + o * stride, channels);
         return;
     }
 #pragma omp parallel for schedule(static) if (outer * channels * inner >= FO_PARALLEL_MIN_ELEMENTS)
     for (int64_t oc = 0; oc < outer * channels; oc++) {
         const int64_t c = oc % channels;
-        SFX(fo_bn_row)(a + oc * inner, b ? b + oc * inner : NULL, p[c], b ? q[c] : 0, r[c],
-                       out + oc * inner, inner);
+        const int64_t at = (oc / channels * stride + c) * inner;
+        SFX(fo_bn_row)(a + at, b ? b + at : NULL, p[c], b ? q[c] : 0, r[c], out + at, inner);
     }
 }

@@ -77,24 +77,26 @@ void fo_finite_f32(const int64_t *addresses, const int64_t *chunks, int64_t n_ch
 void fo_finite_f64(const int64_t *addresses, const int64_t *chunks, int64_t n_chunks,
                    unsigned char *out);
 
-/* Batch norm over C-contiguous (outer, channels, inner) arrays.
+/* Batch norm over a window of `channels` channels of C-contiguous (outer, stride,
+   inner) arrays: a, b and out point at the window's first channel, and c below counts
+   from there.
    bn_sums: per (row block, channel), float64 partial sums of (a - ka[c]) into
    s1[block * channels + c] and of (a - ka[c]) * (b - kb[c]) into s2, over blocks of
    `rows` outer rows and `cols` channels; s1 and s2 start zeroed.
    bn_affine: out = a * p[c] + b * q[c] + r[c] in the array's type (b may be NULL:
    then out = a * p[c] + r[c]). */
 void fo_bn_sums_f32(const float *a, const float *b, const double *ka, const double *kb,
-                    int64_t outer, int64_t channels, int64_t inner, int64_t rows,
-                    int64_t cols, double *s1, double *s2);
+                    int64_t outer, int64_t channels, int64_t stride, int64_t inner,
+                    int64_t rows, int64_t cols, double *s1, double *s2);
 void fo_bn_sums_f64(const double *a, const double *b, const double *ka, const double *kb,
-                    int64_t outer, int64_t channels, int64_t inner, int64_t rows,
-                    int64_t cols, double *s1, double *s2);
+                    int64_t outer, int64_t channels, int64_t stride, int64_t inner,
+                    int64_t rows, int64_t cols, double *s1, double *s2);
 void fo_bn_affine_f32(const float *a, const float *b, const float *p, const float *q,
                       const float *r, float *out, int64_t outer, int64_t channels,
-                      int64_t inner);
+                      int64_t stride, int64_t inner);
 void fo_bn_affine_f64(const double *a, const double *b, const double *p, const double *q,
                       const double *r, double *out, int64_t outer, int64_t channels,
-                      int64_t inner);
+                      int64_t stride, int64_t inner);
 
 /* Build facts: the number of OpenMP threads a parallel region gets (1 when built
    without OpenMP), and whether the build has OpenMP. */

@@ -2,18 +2,25 @@
 
 Any layout is seen as a C-contiguous ``(outer, C, inner)`` view around the channel
 axis: (N, C) -> (N, C, 1), (N, C, H, W) -> (N, C, H*W), channels-last (N, H, W, C)
--> (N*H*W, C, 1). A backend supplies two primitives over such views:
+-> (N*H*W, C, 1). A backend supplies three primitives over such views, each on a
+window ``(c0, c1)`` of channels (per-channel vectors hold the window's channels):
 
-* ``bn_sums(a, b, ka, kb) -> (s1, s2)``: per channel, in float64 over a fixed
-  chunking (so identical bits for any thread count), ``s1 = sum(a - ka)`` and
-  ``s2 = sum((a - ka) * (b - kb))``;
-* ``bn_affine(a, b, P, Q, R, out)``: ``out = a*P + b*Q + R`` per channel, in the
-  dtype (``b`` may be None: ``out = a*P + R``).
+* ``bn_windows(shape, itemsize, streams)``: the windows a pass reading ``streams``
+  arrays is cut into;
+* ``bn_sums(a, b, ka, kb, window) -> (s1, s2)``: per channel, in float64 over a fixed
+  chunking (so identical bits for any thread count and any windows), ``s1 = sum(a -
+  ka)`` and ``s2 = sum((a - ka) * (b - kb))``;
+* ``bn_affine(a, b, P, Q, R, out, window)``: ``out = a*P + b*Q + R`` per channel, in
+  the dtype (``b`` may be None: ``out = a*P + R``).
 
 Forward (training) is one statistics pass (sums shifted by one sample per channel,
 for accuracy) plus one normalise pass ``y = x*alpha + beta'``; backward is one
 reduction pass (``sum dy``, ``sum dy*(x - mean)``) plus one pass
-``dx = dy*A + x*B + C``. The per-channel coefficients are computed on the host in
+``dx = dy*A + x*B + C``. Writing into a caller's ``out`` array (the BatchNorm layer
+does, reusing its outputs), both passes run window by window: the CPU backends size a
+window to a quarter of the last-level cache, so that the second pass reads it from
+cache rather than from memory (NCHW data, where a channel is long rows; other layouts
+and the GPU use one window). The per-channel coefficients are computed on the host in
 float64 from DESIGN section 3 by :mod:`fastopt._bn_math` (compiled by Numba for the
 numba backend, plain NumPy otherwise; for CUDA arrays: from the device's per-block
 partial sums, then the coefficients go back to the device for the second pass)::
@@ -26,7 +33,7 @@ import math
 
 import numpy as np
 
-from . import _bn_math, _device, _validate, backends
+from . import _bn_math, _device, _outputs, _validate, backends
 
 
 class BatchNormCache:
@@ -55,12 +62,36 @@ def _host(v):
     return v if isinstance(v, np.ndarray) else _device.to_host(v)
 
 
-def _empty_like(x3):
-    if isinstance(x3, np.ndarray):
-        return np.empty_like(x3)
-    from numba import cuda
+def _output(out, x, x3, name, inputs):
+    """The (outer, C, inner) array a pass writes: a view of the caller's ``out`` (checked
+    against ``x`` and refused where it may overlap ``inputs``), or a new one."""
+    if out is None:
+        if isinstance(x3, np.ndarray):
+            return np.empty_like(x3)
+        from numba import cuda
 
-    return cuda.device_array(x3.shape, dtype=x3.dtype)
+        return cuda.device_array(x3.shape, dtype=x3.dtype)
+    if isinstance(x3, np.ndarray):
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"{name} must be a NumPy array like x, got {type(out).__name__}")
+        if not out.flags.writeable:
+            raise ValueError(f"{name} is read-only")
+        if not out.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous")
+        if any(np.may_share_memory(out, a) for a in inputs):
+            raise ValueError(f"{name} overlaps an input; pass a separate array")
+    else:
+        if not _device.is_device_array(out):
+            raise TypeError(f"{name} must be a CUDA array like x, got {type(out).__name__}")
+        out = _device.as_device_array(out)
+        if not out.is_c_contiguous():
+            raise ValueError(f"{name} must be C-contiguous")
+        if any(_device.address(out) == _device.address(a) for a in inputs):
+            raise ValueError(f"{name} is an input; pass a separate array")
+    if out.shape != x.shape or out.dtype != x.dtype:
+        raise ValueError(f"{name} must have shape {x.shape} and dtype {x.dtype} (like x), "
+                         f"got {out.shape} and {out.dtype}")
+    return out.reshape(x3.shape)
 
 
 def _on_side_of(x, v):
@@ -70,6 +101,16 @@ def _on_side_of(x, v):
     from numba import cuda
 
     return cuda.to_device(np.ascontiguousarray(v))
+
+
+def _windows(runner, x3, streams, out):
+    """The channel windows of a pass over ``x3`` reading ``streams`` arrays. A new
+    output is written in one window: its pages are faulted in (zeroed) on first write,
+    which the first of several windows would do for the whole array, so that the later
+    windows read the zeroed pages back from memory, undoing what windows save."""
+    if out is None:
+        return ((0, x3.shape[1]),)
+    return runner.bn_windows(x3.shape, x3.dtype.itemsize, streams)
 
 
 def _per_channel_maths(runner):
@@ -111,7 +152,7 @@ def _check_x(x, axis):
 
 
 def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
-                      training=True, momentum=0.1, eps=1e-5, axis=1, backend=None):
+                      training=True, momentum=0.1, eps=1e-5, axis=1, backend=None, out=None):
     """Normalise ``x`` per channel (channel axis ``axis``); returns ``(y, cache)``.
 
     Training: ``mean``/``var`` (biased) over all other axes, ``invstd =
@@ -119,6 +160,8 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
     when given, are updated in place: ``running_mean = (1-momentum)*running_mean +
     momentum*mean``, ``running_var = (1-momentum)*running_var + momentum*var*n/(n-1)``.
     Inference (``training=False``): the running statistics replace the batch ones.
+    ``out``: a C-contiguous array of x's shape and dtype to write y into (returned as
+    y); a new array otherwise. Reusing one saves the page faults of fresh memory.
     """
     x, axis = _check_x(x, axis)
     channels = x.shape[axis]
@@ -154,16 +197,27 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
 
     bn = _per_channel_maths(runner)
     x3 = _view3(x, axis)
+    y3 = _output(out, x, x3, "out", (x,))
+    gamma_h, beta_h = _host(gamma), _host(beta)
     if training:
         shift = _host(x3[0])[:, 0].astype(np.float64)
-        s1, s2 = runner.bn_sums(x3, x3, shift, shift)
-        mean, var = bn.forward_statistics(s1, s2, shift, n)
+        mean, var = np.empty(channels), np.empty(channels)
+        windows = _windows(runner, x3, 1, out)
     else:
         mean = _host(running_mean).astype(np.float64)
         var = _host(running_var).astype(np.float64)
-    invstd, alpha, offset = bn.forward_coefficients(mean, var, _host(gamma), _host(beta), eps)
-    y3 = _empty_like(x3)
-    runner.bn_affine(x3, None, alpha.astype(x.dtype), None, offset.astype(x.dtype), y3)
+        windows = ((0, channels),)
+    invstd = np.empty(channels)
+    for window in windows:
+        w = slice(*window)
+        if training:
+            k = shift[w]
+            s1, s2 = runner.bn_sums(x3, x3, k, k, window)
+            mean[w], var[w] = bn.forward_statistics(s1, s2, k, n)
+        invstd[w], alpha, offset = bn.forward_coefficients(mean[w], var[w], gamma_h[w],
+                                                           beta_h[w], eps)
+        runner.bn_affine(x3, None, alpha.astype(x.dtype), None, offset.astype(x.dtype), y3,
+                         window)
     if training and running_mean is not None:
         if isinstance(running_mean, np.ndarray):
             bn.running_update(running_mean, running_var, mean, var, momentum, n)
@@ -173,15 +227,16 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
             _device.write(running_mean, host[0])
             _device.write(running_var, host[1])
     cache = BatchNormCache(x, mean, var, invstd, gamma, axis, training, name)
-    return y3.reshape(x.shape), cache
+    return (y3.reshape(x.shape) if out is None else out), cache
 
 
-def batchnorm_backward(dy, cache):
+def batchnorm_backward(dy, cache, *, out=None):
     """Gradients ``(dx, dgamma, dbeta)`` of the forward pass that made ``cache``.
 
     ``dbeta = sum(dy)``, ``dgamma = sum(dy*xhat)``; training:
     ``dx = gamma*invstd/n * (n*dy - dbeta - xhat*dgamma)``; inference:
-    ``dx = gamma*invstd*dy`` (the running statistics are constants).
+    ``dx = gamma*invstd*dy`` (the running statistics are constants). ``out``: an
+    array to write dx into, as in :func:`batchnorm_forward` (not overlapping dy or x).
     """
     if not isinstance(cache, BatchNormCache):
         raise TypeError("cache must be the second value returned by batchnorm_forward")
@@ -193,18 +248,23 @@ def batchnorm_backward(dy, cache):
     channels = x.shape[cache.axis]
     n = x.size // channels
     x3, dy3 = _view3(x, cache.axis), _view3(dy, cache.axis)
-    dbeta, sum_dy_xc = runner.bn_sums(dy3, x3, np.zeros(channels), cache.mean)
-    dgamma, scale, slope, shift = _per_channel_maths(runner).backward_coefficients(
-        dbeta, sum_dy_xc, _host(cache.gamma), cache.mean, cache.invstd, n)
-    dx3 = _empty_like(x3)
-    if cache.training:
-        runner.bn_affine(dy3, x3, scale.astype(x.dtype), slope.astype(x.dtype),
-                         shift.astype(x.dtype), dx3)
-    else:  # the statistics are constants: dx = dy*gamma*invstd
-        runner.bn_affine(dy3, None, scale.astype(x.dtype), None,
-                         np.zeros(channels, x.dtype), dx3)
-    return (dx3.reshape(x.shape), _on_side_of(x, dgamma.astype(x.dtype)),
-            _on_side_of(x, dbeta.astype(x.dtype)))
+    dx3 = _output(out, x, x3, "out", (x, dy))
+    maths, gamma = _per_channel_maths(runner), _host(cache.gamma)
+    zeros = np.zeros(channels)
+    dgamma, dbeta = np.empty(channels), np.empty(channels)
+    for window in _windows(runner, x3, 2, out):
+        w = slice(*window)
+        dbeta[w], sum_dy_xc = runner.bn_sums(dy3, x3, zeros[w], cache.mean[w], window)
+        dgamma[w], scale, slope, shift = maths.backward_coefficients(
+            dbeta[w], sum_dy_xc, gamma[w], cache.mean[w], cache.invstd[w], n)
+        if cache.training:
+            runner.bn_affine(dy3, x3, scale.astype(x.dtype), slope.astype(x.dtype),
+                             shift.astype(x.dtype), dx3, window)
+        else:  # the statistics are constants: dx = dy*gamma*invstd
+            runner.bn_affine(dy3, None, scale.astype(x.dtype), None,
+                             np.zeros(len(scale), x.dtype), dx3, window)
+    dx = dx3.reshape(x.shape) if out is None else out
+    return dx, _on_side_of(x, dgamma.astype(x.dtype)), _on_side_of(x, dbeta.astype(x.dtype))
 
 
 class BatchNorm:
@@ -213,10 +273,15 @@ class BatchNorm:
     Holds ``gamma`` (ones), ``beta`` (zeros), ``running_mean`` (zeros) and
     ``running_var`` (ones), each of shape (num_features,); ``backward`` sets
     ``dgamma`` and ``dbeta``. ``params`` and ``grads`` are dicts for an optimizer.
+
+    ``reuse_outputs`` (NumPy arrays): y and dx go into arrays this layer returned
+    before that nothing else refers to any more (see :mod:`fastopt._outputs`), which
+    saves fresh memory's page faults; the layer keeps up to two spare arrays of each.
+    An output you still hold is never written.
     """
 
     def __init__(self, num_features, *, axis=1, momentum=0.1, eps=1e-5, dtype=np.float32,
-                 backend=None):
+                 backend=None, reuse_outputs=True):
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) \
                 or num_features <= 0:
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
@@ -231,6 +296,15 @@ class BatchNorm:
         self.dgamma = np.zeros(num_features, dtype)
         self.dbeta = np.zeros(num_features, dtype)
         self._cache = None
+        self.reuse_outputs = _validate.boolean(reuse_outputs, "reuse_outputs")
+        self._outputs = _outputs.OutputRing(), _outputs.OutputRing()  # y, dx
+
+    def _out(self, which, x):
+        """An array for output ``which`` (0: y, 1: dx) of ``x``'s shape, or None (new)."""
+        if not self.reuse_outputs or not isinstance(x, np.ndarray) \
+                or x.dtype not in _validate.FLOAT_DTYPES:
+            return None
+        return self._outputs[which].take(x.shape, x.dtype)
 
     @property
     def params(self):
@@ -247,14 +321,15 @@ class BatchNorm:
         y, self._cache = batchnorm_forward(
             x, self.gamma, self.beta, self.running_mean, self.running_var,
             training=training, momentum=self.momentum, eps=self.eps, axis=self.axis,
-            backend=self.backend)
+            backend=self.backend, out=self._out(0, x))
         return y
 
     def backward(self, dy):
         """Gradient w.r.t. the last forward's input; sets ``dgamma`` and ``dbeta``."""
         if self._cache is None:
             raise RuntimeError("backward called before forward")
-        dx, dgamma, dbeta = batchnorm_backward(dy, self._cache)
+        dx, dgamma, dbeta = batchnorm_backward(dy, self._cache,
+                                               out=self._out(1, self._cache.x))
         self.dgamma[...] = dgamma
         self.dbeta[...] = dbeta
         return dx

@@ -71,6 +71,7 @@ class Case:
     shapes: list
     bytes_per_element: int
     axis: int = 1  # batch norm: the channel axis
+    reuse_outputs: bool = False  # batch norm: write into the same y and dx every call
 
     @property
     def elements(self):
@@ -285,7 +286,11 @@ def summarise(case, times):
     return results
 
 
-# Batch norm forward+backward, float32: (label, shape, channel axis).
+# Batch norm forward+backward, float32: (label, shape, channel axis). Each shape runs
+# twice: with new outputs every call (as torch's functions and fastopt's allocate them)
+# and, labelled "/out", writing into the same y and dx every call (fastopt's out= and
+# torch's .out overloads; the BatchNorm layer reuses its outputs like this), which
+# spares the page faults of fresh memory.
 BATCHNORM_QUICK = [("64x64x56x56", (64, 64, 56, 56), 1), ("256x1024", (256, 1024), 1)]
 BATCHNORM_FULL = BATCHNORM_QUICK + [("64x56x56x64-NHWC", (64, 56, 56, 64), -1),
                                     ("8x3x224x224", (8, 3, 224, 224), 1)]
@@ -298,8 +303,9 @@ def cases(sizes, param_lists=(), kernels=None, batchnorm_shapes=BATCHNORM_QUICK)
     found = optimizer_cases(sizes, param_lists, [k for k in kernels if k in OPTIMIZERS])
     if "batchnorm" in kernels:
         # forward reads x twice and writes y (12 B); backward reads dy, x twice, writes dx (20 B)
-        found += [Case("batchnorm", label, [shape], 32, axis)
-                  for label, shape, axis in batchnorm_shapes]
+        found += [Case("batchnorm", label + ("/out" if reuse else ""), [shape], 32, axis,
+                       reuse)
+                  for label, shape, axis in batchnorm_shapes for reuse in (False, True)]
     return found
 
 
@@ -337,13 +343,14 @@ def batchnorm_runners(case, methods):
     x = rng.standard_normal(shape, dtype=np.float32)
     dy = rng.standard_normal(shape, dtype=np.float32)
     gamma, beta = np.ones(channels, np.float32), np.zeros(channels, np.float32)
+    reuse = case.reuse_outputs
     runners = {}
     for method in methods:
-        if method == "roofline":
+        if method == "roofline":  # always into the same outputs: memory traffic only
             flat = [np.ascontiguousarray(a).ravel() for a in (x, dy)]
             out = [np.empty_like(flat[0]), np.empty_like(flat[0])]
             kernel = _null_batchnorm()
-            runners[method] = lambda k=kernel: k(flat[0], flat[1], out[0], out[1])
+            runners[method] = lambda k=kernel, f=flat, o=out: k(f[0], f[1], o[0], o[1])
         elif method == "torch":
             torch = _torch()
             if torch is None:
@@ -360,17 +367,31 @@ def batchnorm_runners(case, methods):
                 return aten.native_batch_norm_backward(tdy, tx, w, rm, rv, mean, invstd, True,
                                                        1e-5, [True, True, True])
 
-            runners[method] = torch_fwd_bwd
+            outs = [torch.empty_like(tx), torch.empty(channels), torch.empty(channels)]
+            grads = [torch.empty_like(tx), torch.empty(channels), torch.empty(channels)]
+
+            def torch_fwd_bwd_out(tx=tx, tdy=tdy, w=w, b=b, rm=rm, rv=rv, aten=aten, o=outs,
+                                  g=grads):
+                aten.native_batch_norm.out(tx, w, b, rm, rv, True, 0.1, 1e-5, out=o[0],
+                                           save_mean=o[1], save_invstd=o[2])
+                return aten.native_batch_norm_backward.out(
+                    tdy, tx, w, rm, rv, o[1], o[2], True, 1e-5, [True, True, True],
+                    out0=g[0], out1=g[1], out2=g[2])
+
+            runners[method] = torch_fwd_bwd_out if reuse else torch_fwd_bwd
         elif method == "cuda":
             cuda = _cuda()
             if cuda is None:
                 continue
             d = [cuda.to_device(a) for a in (x, dy, gamma, beta, np.zeros(channels, np.float32),
                                              np.ones(channels, np.float32))]
+            out = [cuda.device_array_like(x), cuda.device_array_like(x)] if reuse else \
+                [None, None]
 
-            def cuda_fwd_bwd(d=d, cuda=cuda):
-                _, cache = fastopt.batchnorm_forward(d[0], d[2], d[3], d[4], d[5], axis=axis)
-                fastopt.batchnorm_backward(d[1], cache)
+            def cuda_fwd_bwd(d=d, cuda=cuda, out=out):
+                _, cache = fastopt.batchnorm_forward(d[0], d[2], d[3], d[4], d[5], axis=axis,
+                                                     out=out[0])
+                fastopt.batchnorm_backward(d[1], cache, out=out[1])
                 cuda.synchronize()
 
             runners[method] = cuda_fwd_bwd
@@ -387,6 +408,7 @@ def batchnorm_runners(case, methods):
             b = torch.zeros(channels, device="cuda", requires_grad=True)
             rm, rv = torch.zeros(channels, device="cuda"), torch.ones(channels, device="cuda")
 
+            # (torch's caching allocator reuses device memory whether or not we do)
             def torch_cuda_fwd_bwd(tx=tx, tdy=tdy, w=w, b=b, rm=rm, rv=rv, torch=torch):
                 y = torch.nn.functional.batch_norm(tx, rm, rv, w, b, training=True)
                 torch.autograd.grad(y, (tx, w, b), tdy)  # cuDNN where torch picks it
@@ -395,11 +417,12 @@ def batchnorm_runners(case, methods):
             runners[method] = torch_cuda_fwd_bwd
         elif method in CPU_BACKENDS and method in fastopt.available_backends():
             rm, rv = np.zeros(channels, np.float32), np.ones(channels, np.float32)
+            out = [np.empty_like(x), np.empty_like(x)] if reuse else [None, None]
 
-            def fwd_bwd(method=method, rm=rm, rv=rv):
+            def fwd_bwd(method=method, rm=rm, rv=rv, out=out):
                 _, cache = fastopt.batchnorm_forward(x, gamma, beta, rm, rv, axis=axis,
-                                                     backend=method)
-                return fastopt.batchnorm_backward(dy, cache)
+                                                     backend=method, out=out[0])
+                return fastopt.batchnorm_backward(dy, cache, out=out[1])
 
             runners[method] = fwd_bwd
     return runners

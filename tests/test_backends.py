@@ -127,3 +127,33 @@ def test_balanced_chunk_table_gives_each_thread_an_equal_share(sizes, parts):
     # Each run ends within 16 elements before its ideal end (cuts move back to a
     # multiple of 16 within the tensor), so each share is within 16 of the ideal.
     assert np.abs(shares - sum(sizes) / parts).max() < 16
+
+
+def check_batchnorm_window(runner, shape, to_device=np.asarray, to_host=np.asarray):
+    """bn_sums / bn_affine of ``runner`` on channels 2..4 only: the window's sums, and
+    out written there and nowhere else; checked against plain NumPy."""
+    rng = np.random.default_rng(4)
+    a, b = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    window, w = (2, 5), slice(2, 5)
+    ka, kb = rng.standard_normal(3), rng.standard_normal(3)
+    s1, s2 = runner.bn_sums(to_device(a), to_device(b), ka, kb, window)
+    u = a[:, w].astype(np.float64) - ka[None, :, None]
+    v = b[:, w].astype(np.float64) - kb[None, :, None]
+    np.testing.assert_allclose(s1, u.sum(axis=(0, 2)), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(s2, (u * v).sum(axis=(0, 2)), rtol=1e-12, atol=1e-12)
+    p, q, r = (rng.standard_normal(3).astype(np.float32) for _ in range(3))
+    for second in (None, b):
+        out = to_device(np.full(shape, 7.0, np.float32))
+        runner.bn_affine(to_device(a), None if second is None else to_device(second), p,
+                         None if second is None else q, r, out, window)
+        out = to_host(out)
+        want = a[:, w] * p[None, :, None] + r[None, :, None] if second is None else \
+            (a[:, w] * p[None, :, None] + b[:, w] * q[None, :, None]) + r[None, :, None]
+        np.testing.assert_allclose(out[:, w], want, rtol=1e-6, atol=1e-6)
+        assert (out[:, :2] == 7).all() and (out[:, 5:] == 7).all()
+
+
+@pytest.mark.parametrize("name", [b for b in fastopt.available_backends() if b != "cuda"])
+@pytest.mark.parametrize("shape", [(5, 7, 90), (4, 6, 3), (9, 11, 1)])
+def test_batchnorm_primitives_honour_a_channel_window(name, shape):
+    check_batchnorm_window(backends.get_backend(name), shape)

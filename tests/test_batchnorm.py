@@ -249,3 +249,96 @@ def test_compiled_per_channel_maths_gives_the_numpy_bits(dtype):
     for got, want in zip(*running):
         assert got.dtype == dtype
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape, axis, windowed", [
+    ((6, 5, 9, 80), 1, True), ((3, 7, 130), 1, True),  # long rows: a window per channel
+    ((40, 6), 1, False), ((4, 5, 6, 8), -1, False)])  # short rows: never cut
+@pytest.mark.parametrize("training", [True, False])
+def test_channel_windows_give_the_same_bits(shape, axis, windowed, training, monkeypatch):
+    # Writing into out= arrays, the CPU backends cut NCHW passes into cache-sized
+    # channel windows. A channel's sums use the same blocking in any window, so the
+    # bits must be those of one window, and of new outputs.
+    from fastopt.backends import _tables
+
+    rng = np.random.default_rng(8)
+    x, gamma, beta = problem(rng, shape, axis, np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    channels = shape[axis]
+    results = []
+    for budget, out in ((1 << 30, None), (1 << 30, True), (1, True)):
+        monkeypatch.setattr(_tables, "WINDOW_BYTES", budget)
+        stats = np.zeros(channels, np.float32), np.ones(channels, np.float32)
+        y_out, dx_out = (np.full(shape, np.nan, np.float32) for _ in range(2)) if out \
+            else (None, None)
+        y, cache = fastopt.batchnorm_forward(x, gamma, beta, *stats, training=training,
+                                             axis=axis, out=y_out)
+        dx, dgamma, dbeta = fastopt.batchnorm_backward(dy, cache, out=dx_out)
+        if out:
+            assert y is y_out and dx is dx_out
+        results.append((y, *stats, dx, dgamma, dbeta))
+    view = (shape[0], channels, int(np.prod(shape[2:]))) if axis == 1 else \
+        (int(np.prod(shape[:-1])), channels, 1)
+    assert len(_tables.bn_windows(view, 4, 1)) == (channels if windowed else 1)
+    for new, one_window, windows in zip(*results):
+        np.testing.assert_array_equal(one_window, new)
+        np.testing.assert_array_equal(windows, new)
+    ref_y = reference.batchnorm_forward(x, gamma, beta, training=training, axis=axis,
+                                        running_mean=np.zeros(channels, np.float32),
+                                        running_var=np.ones(channels, np.float32))[0]
+    np.testing.assert_allclose(results[2][0], ref_y, **tol(np.float32))
+
+
+@pytest.mark.parametrize("which", ["forward", "backward"])
+@pytest.mark.parametrize("bad, error, match", [
+    (np.zeros((8, 3, 5), np.float64), ValueError, "dtype"),
+    (np.zeros((8, 3, 6), np.float32), ValueError, "shape"),
+    (np.zeros((8, 5, 3), np.float32).transpose(0, 2, 1), ValueError, "C-contiguous"),
+    ("x", ValueError, "overlaps"),
+    ([0.0], TypeError, "NumPy array")])
+def test_bad_out_is_refused_before_anything_changes(which, bad, error, match):
+    rng = np.random.default_rng(2)
+    x, gamma, beta = problem(rng, (8, 3, 5), 1, np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    stats = np.zeros(3, np.float32), np.ones(3, np.float32)
+    _, cache = fastopt.batchnorm_forward(x, gamma, beta)
+    bad = x if isinstance(bad, str) else bad
+    before = [a.copy() for a in (x, dy, *stats)]
+    with pytest.raises(error, match=match):
+        if which == "forward":
+            fastopt.batchnorm_forward(x, gamma, beta, *stats, out=bad)
+        else:
+            fastopt.batchnorm_backward(dy, cache, out=bad)
+    for a, b in zip((x, dy, *stats), before):
+        np.testing.assert_array_equal(a, b)
+    read_only = np.zeros_like(x)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        fastopt.batchnorm_forward(x, gamma, beta, out=read_only)
+
+
+def test_layer_reuses_only_outputs_nobody_holds():
+    rng = np.random.default_rng(6)
+    x, _, _ = problem(rng, (8, 4, 70), 1, np.float32)
+    layer = fastopt.BatchNorm(4)
+    y1 = layer.forward(x)
+    kept = y1.copy()
+    y2 = layer.forward(x * 2)  # y1 is held: a new array
+    assert not np.shares_memory(y1, y2)
+    np.testing.assert_array_equal(y1, kept)
+    first, second = y1.ctypes.data, y2.ctypes.data
+    view = y1[:1]
+    del y1, y2
+    y3 = layer.forward(x)  # a view still holds y1's array; y2's is free
+    assert y3.ctypes.data == second
+    np.testing.assert_array_equal(view, kept[:1])
+    del view
+    y4 = layer.forward(x)  # y3 is held; nobody holds y1's array now
+    assert y4.ctypes.data == first
+    np.testing.assert_array_equal(y4, kept)
+    dx1 = layer.backward(x)
+    dx2 = layer.backward(x)
+    assert not np.shares_memory(dx1, dx2)
+    np.testing.assert_array_equal(dx1, dx2)
+    fresh = fastopt.BatchNorm(4, reuse_outputs=False)
+    np.testing.assert_array_equal(fresh.forward(x), kept)

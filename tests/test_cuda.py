@@ -11,6 +11,7 @@ import pytest
 
 import fastopt
 from conftest import tolerance
+from test_backends import check_batchnorm_window
 from test_optim_reference import CASES, case_id
 
 if "cuda" not in fastopt.available_backends():
@@ -159,7 +160,33 @@ def test_batchnorm_matches_reference(shape, axis, dtype, rng):
     np.testing.assert_allclose(d_yi.copy_to_host(), yi, **tol)
 
 
+def test_batchnorm_writes_into_device_out_arrays(rng):
+    x = rng.standard_normal((6, 3, 70)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    gamma, beta = np.ones(3, np.float32), np.zeros(3, np.float32)
+    y, c = fastopt.batchnorm_forward(x, gamma, beta, backend="numpy")
+    dx = fastopt.batchnorm_backward(dy, c)[0]
+    d_x, d_out, d_dx = cuda.to_device(x), cuda.device_array_like(x), cuda.device_array_like(x)
+    got_y, d_c = fastopt.batchnorm_forward(d_x, cuda.to_device(gamma), cuda.to_device(beta),
+                                           out=d_out)
+    got_dx = fastopt.batchnorm_backward(cuda.to_device(dy), d_c, out=d_dx)[0]
+    assert got_y is d_out and got_dx is d_dx
+    np.testing.assert_allclose(d_out.copy_to_host(), y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_dx.copy_to_host(), dx, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="CUDA array"):
+        fastopt.batchnorm_forward(d_x, cuda.to_device(gamma), cuda.to_device(beta),
+                                  out=np.empty_like(x))
+    with pytest.raises(ValueError, match="input"):
+        fastopt.batchnorm_forward(d_x, cuda.to_device(gamma), cuda.to_device(beta), out=d_x)
+
+
 # -- bad input -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 90), (9, 11, 1)])
+def test_batchnorm_primitives_honour_a_channel_window(shape):
+    check_batchnorm_window(numba_cuda.BACKEND, shape, cuda.to_device,
+                           lambda a: a.copy_to_host())
 
 
 def test_host_arrays_are_refused_by_cuda():

@@ -74,10 +74,11 @@ for rule, flag_sets in FLAGS.items():
 f32, f64, i64 = types.float32, types.float64, types.int64
 lower(numba_cuda._chunk_reduction.py_func, (f32[::1], i64[:, ::1], f64[::1], types.boolean))
 lower(numba_cuda._bn_partial_sums.py_func,
-      (f32[:, :, ::1], f32[:, :, ::1], f64[::1], f64[::1], i64, f64[:, ::1], f64[:, ::1]))
+      (f32[:, :, ::1], f32[:, :, ::1], f64[::1], f64[::1], i64, i64, f64[:, ::1],
+       f64[:, ::1]))
 lower(numba_cuda._bn_affine.py_func,
       (f32[:, :, ::1], f32[:, :, ::1], f32[::1], f32[::1], f32[::1], f32[:, :, ::1],
-       types.boolean))
+       types.boolean, i64))
 print("lowered", count, "optimizer kernels and 3 reduction/batch-norm kernels")
 '''
 

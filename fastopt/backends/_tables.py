@@ -12,6 +12,8 @@ equal share of the elements. A plain table of a 784-256-256-10 MLP would give on
 thread 200,704 elements and the other 68,618.
 """
 
+import glob
+
 import numpy as np
 
 from .._rules import RULES
@@ -136,6 +138,47 @@ def bn_blocks(outer, channels, inner, chunk=CHUNK):
     return max(1, chunk // max(1, channels * inner)), channels
 
 
+def _last_level_cache_bytes(default=8 << 20):
+    """The largest CPU cache's size as Linux reports it (``default`` elsewhere)."""
+    best = 0
+    for size in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            with open(size) as f:
+                text = f.read().strip().upper()
+            best = max(best, int(text.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(
+                text[-1:], 0))
+        except (OSError, ValueError):
+            continue
+    return best or default
+
+
+# Input bytes of one batch-norm window: its statistics pass leaves them in the last-level
+# cache for its affine pass. A quarter of the cache leaves room for the output and for
+# whatever else runs; measured on a 32 MiB L3 (bench/RESULTS.md), 4-16 MiB all do well.
+WINDOW_BYTES = min(max(_last_level_cache_bytes() // 4, 1 << 20), 16 << 20)
+
+
+def one_window(shape, itemsize=None, streams=None):
+    """Every channel of an (outer, C, inner) view in one window."""
+    return ((0, shape[1]),)
+
+
+def bn_windows(shape, itemsize, streams, budget=None):
+    """Channel windows ``(c0, c1)`` for batch norm over an (outer, C, inner) view whose
+    passes read ``streams`` arrays: each window's statistics and affine passes run
+    back to back, so the second reads the window from cache, not from memory. Only long
+    rows (one channel per work item, see :func:`bn_blocks`) are windowed; a view whose
+    inputs fit in ``budget`` bytes (default :data:`WINDOW_BYTES`) is one window."""
+    outer, channels, inner = shape
+    budget = WINDOW_BYTES if budget is None else budget
+    channel_bytes = outer * inner * itemsize * streams
+    if bn_blocks(outer, channels, inner)[1] != 1 or channel_bytes * channels <= budget:
+        return one_window(shape)
+    count = -(-channels // max(1, budget // channel_bytes))  # windows, of equal widths
+    cuts = [k * channels // count for k in range(count + 1)]
+    return tuple(zip(cuts[:-1], cuts[1:]))
+
+
 def optim_launch(rule_name, tensors, grads, hyper, parts):
     """What a compiled optimizer kernel needs for one step of rule ``rule_name`` on
     ``parts`` threads: ``(flags, addresses, chunks, packed)`` with this step's grad
@@ -146,11 +189,14 @@ def optim_launch(rule_name, tensors, grads, hyper, parts):
     return flags, with_grads(addresses, grads), chunks, rule.pack(tensors.dtype, hyper)
 
 
-def bn_partials(shape):
+def bn_partials(shape, width=None):
     """For a per-channel reduction over an (outer, C, inner) view: the blocking
     ``(rows, cols)`` of :func:`bn_blocks` and two zeroed float64 arrays of partial
-    sums, one row per row block."""
+    sums, one row per row block and one column per channel of a window ``width``
+    channels wide (all of them by default). The blocking depends on the shape only, so
+    a channel's sums do not depend on the window it is summed in."""
     outer, channels, inner = shape
     rows, cols = bn_blocks(outer, channels, inner)
     n_row_blocks = (outer + rows - 1) // rows
-    return rows, cols, np.zeros((n_row_blocks, channels)), np.zeros((n_row_blocks, channels))
+    width = channels if width is None else width
+    return rows, cols, np.zeros((n_row_blocks, width)), np.zeros((n_row_blocks, width))

@@ -78,26 +78,38 @@ class CBackend:
         """Whether every element of the same-dtype 1-D contiguous arrays is finite."""
         return bool(self._per_chunk(self._finite, arrays, np.uint8, "unsigned char[]").all())
 
-    def bn_sums(self, a, b, ka, kb):
-        """Per channel of (outer, C, inner) views: sum(a-ka), sum((a-ka)*(b-kb)) in
-        float64, from partial sums over a fixed blocking added in block order."""
+    bn_windows = staticmethod(_tables.bn_windows)  # cache-sized channel windows
+
+    def bn_sums(self, a, b, ka, kb, window):
+        """Per channel c0 <= c < c1 (``window``) of (outer, C, inner) views: sum(a-ka),
+        sum((a-ka)*(b-kb)) in float64 (``ka``, ``kb`` and the results hold the window's
+        channels), from partial sums over a fixed blocking added in block order."""
         _contiguous(a, b)
-        ka, kb = (np.ascontiguousarray(k, dtype=np.float64) for k in (ka, kb))
-        rows, cols, s1, s2 = _tables.bn_partials(a.shape)
+        (c0, c1), (outer, channels, inner) = window, a.shape
+        ka = np.ascontiguousarray(ka, dtype=np.float64)
+        kb = ka if kb is ka else np.ascontiguousarray(kb, dtype=np.float64)
+        rows, cols, s1, s2 = _tables.bn_partials(a.shape, c1 - c0)
         ctype, tag = _TYPES[a.dtype]
-        self._bn_sums[tag](_ptr(ctype, a), _ptr(ctype, b), _ptr("double[]", ka),
-                           _ptr("double[]", kb), *a.shape, rows, cols,
-                           _ptr("double[]", s1), _ptr("double[]", s2))
+        pa = _ptr(ctype, a) + c0 * inner  # the window's first channel
+        pb = pa if b is a else _ptr(ctype, b) + c0 * inner
+        pka = _ptr("double[]", ka)
+        self._bn_sums[tag](pa, pb, pka, pka if kb is ka else _ptr("double[]", kb), outer,
+                           c1 - c0, channels, inner, rows, cols, _ptr("double[]", s1),
+                           _ptr("double[]", s2))
         return s1.sum(axis=0), s2.sum(axis=0)
 
-    def bn_affine(self, a, b, p, q, r, out):
-        """``out = a*P + b*Q + R`` per channel, in the dtype (``a*P + R`` when b is None)."""
+    def bn_affine(self, a, b, p, q, r, out, window):
+        """``out = a*P + b*Q + R`` per channel of ``window`` (``(c0, c1)``; P, Q and R
+        hold its channels), in the dtype (``a*P + R`` when b is None)."""
         _contiguous(a, b, out)
+        (c0, c1), (outer, channels, inner) = window, a.shape
         ctype, tag = _TYPES[a.dtype]
         p, q, r = (None if v is None else np.ascontiguousarray(v, dtype=a.dtype)
                    for v in (p, q, r))
-        self._bn_affine[tag](_ptr(ctype, a), _ptr(ctype, b), _ptr(ctype, p),
-                             _ptr(ctype, q), _ptr(ctype, r), _ptr(ctype, out), *a.shape)
+        pb = ffi.NULL if b is None else _ptr(ctype, b) + c0 * inner
+        self._bn_affine[tag](_ptr(ctype, a) + c0 * inner, pb, _ptr(ctype, p), _ptr(ctype, q),
+                             _ptr(ctype, r), _ptr(ctype, out) + c0 * inner, outer, c1 - c0,
+                             channels, inner)
 
 
 BACKEND = CBackend()

@@ -127,47 +127,52 @@ def _shifted(value, shift):
 # scalar chain. It assumes nothing about NaN or Inf, the blocking depends on the shape
 # only, so results do not depend on the thread count.
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc"})
-def _bn_partial_sums(a, b, ka, kb, rows, cols, s1, s2):
-    """Float64 partial sums per (row block, channel); each item has its own slot."""
+def _bn_partial_sums(a, b, ka, kb, rows, cols, c0, s1, s2, same):
+    """Float64 partial sums per (row block, channel) of the channels ``c0 <= c <
+    c0 + s1.shape[1]``; each item has its own slot. ``same``: ``b`` is ``a`` and ``kb``
+    is ``ka`` (the forward pass), so ``b - kb`` is not recomputed."""
     outer, channels, inner = a.shape
-    n_col_blocks = (channels + cols - 1) // cols
+    width = s1.shape[1]
+    n_col_blocks = (width + cols - 1) // cols
     n_items = s1.shape[0] * n_col_blocks
     for item in numba.prange(n_items):
         rb = item // n_col_blocks
-        c0 = (item % n_col_blocks) * cols
-        c1 = min(c0 + cols, channels)
+        w0 = (item % n_col_blocks) * cols
+        w1 = min(w0 + cols, width)
         for o in range(rb * rows, min(rb * rows + rows, outer)):
-            for c in range(c0, c1):
-                x = a[o, c]
-                y = b[o, c]
-                kac = ka[c]
-                kbc = kb[c]
+            for w in range(w0, w1):
+                x = a[o, c0 + w]
+                y = b[o, c0 + w]
+                kac = ka[w]
+                kbc = kb[w]
                 sum1 = 0.0
                 sum2 = 0.0
                 for i in range(inner):
                     u = _shifted(x[i], kac)
                     sum1 += u
-                    sum2 += u * _shifted(y[i], kbc)
-                s1[rb, c] += sum1
-                s2[rb, c] += sum2
+                    sum2 += u * (u if same else _shifted(y[i], kbc))
+                s1[rb, w] += sum1
+                s2[rb, w] += sum2
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc"})
-def _bn_partial_sums_rows(a, b, ka, kb, rows, s1, s2, same):
+def _bn_partial_sums_rows(a, b, ka, kb, rows, c0, s1, s2, same):
     """The (outer, C) case of :func:`_bn_partial_sums` (channels-last, or (N, C)): each
     row block adds its rows into its own row of partial sums, vectorised over C, four
-    rows per pass (the sums are loaded and stored once per four rows). ``same``: ``b``
-    is ``a`` and ``kb`` is ``ka`` (the forward pass), so ``b - kb`` is not recomputed."""
-    outer, channels = a.shape
+    rows per pass (the sums are loaded and stored once per four rows)."""
+    outer = a.shape[0]
+    width = s1.shape[1]
     for rb in numba.prange(s1.shape[0]):
         sum1 = s1[rb]
         sum2 = s2[rb]
         o = rb * rows
         o1 = min(o + rows, outer)
         while o + 4 <= o1:
-            x0, x1, x2, x3 = a[o], a[o + 1], a[o + 2], a[o + 3]
-            y0, y1, y2, y3 = b[o], b[o + 1], b[o + 2], b[o + 3]
-            for c in range(channels):
+            x0, x1 = a[o, c0:c0 + width], a[o + 1, c0:c0 + width]
+            x2, x3 = a[o + 2, c0:c0 + width], a[o + 3, c0:c0 + width]
+            y0, y1 = b[o, c0:c0 + width], b[o + 1, c0:c0 + width]
+            y2, y3 = b[o + 2, c0:c0 + width], b[o + 3, c0:c0 + width]
+            for c in range(width):
                 k = ka[c]
                 u0, u1 = _shifted(x0[c], k), _shifted(x1[c], k)
                 u2, u3 = _shifted(x2[c], k), _shifted(x3[c], k)
@@ -180,51 +185,61 @@ def _bn_partial_sums_rows(a, b, ka, kb, rows, s1, s2, same):
                 sum2[c] += (u0 * v0 + u1 * v1) + (u2 * v2 + u3 * v3)
             o += 4
         for o in range(o, o1):
-            x = a[o]
-            y = b[o]
-            for c in range(channels):
+            x = a[o, c0:c0 + width]
+            y = b[o, c0:c0 + width]
+            for c in range(width):
                 u = _shifted(x[c], ka[c])
                 sum1[c] += u
                 sum2[c] += u * _shifted(y[c], kb[c])
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _bn_scale_shift(a, p, r, out):
-    """``out = a*p + r`` per channel of (outer, C, inner) arrays, in their dtype."""
+def _bn_scale_shift(a, p, r, out, c0):
+    """``out = a*p + r`` per channel ``c0 <= c < c0 + len(p)`` of (outer, C, inner)
+    arrays, in their dtype."""
     outer, channels, inner = a.shape
+    width = p.shape[0]
     if inner == 1:
+        a2, out2 = a.reshape(outer, channels), out.reshape(outer, channels)
         for o in numba.prange(outer):
-            for c in range(channels):
-                out[o, c, 0] = a[o, c, 0] * p[c] + r[c]
+            x = a2[o, c0:c0 + width]  # contiguous rows: LLVM vectorises over c
+            y = out2[o, c0:c0 + width]
+            for c in range(width):
+                y[c] = x[c] * p[c] + r[c]
     else:
-        for oc in numba.prange(outer * channels):
-            o = oc // channels
-            c = oc % channels
-            x = a[o, c]
-            y = out[o, c]
-            pc, rc = p[c], r[c]
+        for ow in numba.prange(outer * width):
+            o = ow // width
+            w = ow % width
+            x = a[o, c0 + w]
+            y = out[o, c0 + w]
+            pw, rw = p[w], r[w]
             for i in range(inner):
-                y[i] = x[i] * pc + rc
+                y[i] = x[i] * pw + rw
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _bn_affine(a, b, p, q, r, out):
-    """``out = a*p + b*q + r`` per channel of (outer, C, inner) arrays, in their dtype."""
+def _bn_affine(a, b, p, q, r, out, c0):
+    """``out = a*p + b*q + r`` per channel ``c0 <= c < c0 + len(p)`` of (outer, C,
+    inner) arrays, in their dtype."""
     outer, channels, inner = a.shape
+    width = p.shape[0]
     if inner == 1:
+        a2, b2 = a.reshape(outer, channels), b.reshape(outer, channels)
+        out2 = out.reshape(outer, channels)
         for o in numba.prange(outer):
-            for c in range(channels):
-                out[o, c, 0] = (a[o, c, 0] * p[c] + b[o, c, 0] * q[c]) + r[c]
+            x, z, y = a2[o, c0:c0 + width], b2[o, c0:c0 + width], out2[o, c0:c0 + width]
+            for c in range(width):
+                y[c] = (x[c] * p[c] + z[c] * q[c]) + r[c]
     else:
-        for oc in numba.prange(outer * channels):
-            o = oc // channels
-            c = oc % channels
-            x = a[o, c]
-            z = b[o, c]
-            y = out[o, c]
-            pc, qc, rc = p[c], q[c], r[c]
+        for ow in numba.prange(outer * width):
+            o = ow // width
+            w = ow % width
+            x = a[o, c0 + w]
+            z = b[o, c0 + w]
+            y = out[o, c0 + w]
+            pw, qw, rw = p[w], q[w], r[w]
             for i in range(inner):
-                y[i] = (x[i] * pc + z[i] * qc) + rc
+                y[i] = (x[i] * pw + z[i] * qw) + rw
 
 
 # Batch norm's per-channel maths compiled from the one NumPy source (one call per
@@ -284,25 +299,31 @@ class NumbaBackend:
         """Whether every element of the same-dtype 1-D contiguous arrays is finite."""
         return bool(self._per_chunk(1, arrays, np.bool_).all())
 
-    def bn_sums(self, a, b, ka, kb):
-        """Per channel of (outer, C, inner) views: sum(a-ka), sum((a-ka)*(b-kb)) in
-        float64, from partial sums over a fixed blocking added in block order."""
-        rows, cols, s1, s2 = _tables.bn_partials(a.shape)
-        if a.shape[2] == 1:
-            outer, channels = a.shape[:2]
-            same = a is b and ka is kb
-            _launch(_bn_partial_sums_rows, a.size, a.reshape(outer, channels),
-                    b.reshape(outer, channels), ka, kb, rows, s1, s2, same)
+    bn_windows = staticmethod(_tables.bn_windows)  # cache-sized channel windows
+
+    def bn_sums(self, a, b, ka, kb, window):
+        """Per channel c0 <= c < c1 (``window``) of (outer, C, inner) views: sum(a-ka),
+        sum((a-ka)*(b-kb)) in float64 (``ka``, ``kb`` and the results hold the window's
+        channels), from partial sums over a fixed blocking added in block order."""
+        (c0, c1), (outer, channels, inner) = window, a.shape
+        rows, cols, s1, s2 = _tables.bn_partials(a.shape, c1 - c0)
+        same = a is b and ka is kb
+        n = outer * inner * (c1 - c0)
+        if inner == 1:
+            _launch(_bn_partial_sums_rows, n, a.reshape(outer, channels),
+                    b.reshape(outer, channels), ka, kb, rows, c0, s1, s2, same)
         else:
-            _launch(_bn_partial_sums, a.size, a, b, ka, kb, rows, cols, s1, s2)
+            _launch(_bn_partial_sums, n, a, b, ka, kb, rows, cols, c0, s1, s2, same)
         return s1.sum(axis=0), s2.sum(axis=0)
 
-    def bn_affine(self, a, b, p, q, r, out):
-        """``out = a*P + b*Q + R`` per channel, in the dtype (``a*P + R`` when b is None)."""
+    def bn_affine(self, a, b, p, q, r, out, window):
+        """``out = a*P + b*Q + R`` per channel of ``window`` (``(c0, c1)``; P, Q and R
+        hold its channels), in the dtype (``a*P + R`` when b is None)."""
+        n = a.shape[0] * a.shape[2] * (window[1] - window[0])
         if b is None:
-            _launch(_bn_scale_shift, a.size, a, p, r, out)
+            _launch(_bn_scale_shift, n, a, p, r, out, window[0])
         else:
-            _launch(_bn_affine, a.size, a, b, p, q, r, out)
+            _launch(_bn_affine, n, a, b, p, q, r, out, window[0])
 
 
 BACKEND = NumbaBackend()

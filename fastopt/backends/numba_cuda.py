@@ -23,6 +23,7 @@ from numba import config, cuda
 from .. import _device, _math
 from .._rules import RULES
 from . import _dispatch, _tables
+from ._tables import one_window
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
 if not cuda.is_available():
@@ -113,18 +114,21 @@ def _chunk_reduction(x, chunks, out, probe_finite):
 
 
 @cuda.jit
-def _bn_partial_sums(a, b, ka, kb, rows, s1, s2):
-    """Float64 partial sums per (row block, channel): one thread block per item."""
+def _bn_partial_sums(a, b, ka, kb, rows, c0, s1, s2):
+    """Float64 partial sums per (row block, channel) of the channels ``c0 <= c <
+    c0 + s1.shape[1]``: one thread block per item."""
     shared = cuda.shared.array(THREADS, np.float64)
     outer, channels, inner = a.shape
-    n_items = s1.shape[0] * channels
+    width = s1.shape[1]
+    n_items = s1.shape[0] * width
     for item in range(cuda.blockIdx.x, n_items, cuda.gridDim.x):
-        rb = item // channels
-        c = item % channels
+        rb = item // width
+        w = item % width
+        c = c0 + w
         o0 = rb * rows
         count = (min(o0 + rows, outer) - o0) * inner
-        kac = ka[c]
-        kbc = kb[c]
+        kac = ka[w]
+        kbc = kb[w]
         x1 = 0.0
         x2 = 0.0
         for k in range(cuda.threadIdx.x, count, cuda.blockDim.x):
@@ -136,23 +140,26 @@ def _bn_partial_sums(a, b, ka, kb, rows, s1, s2):
         total1 = _block_sum(shared, x1)
         total2 = _block_sum(shared, x2)
         if cuda.threadIdx.x == 0:
-            s1[rb, c] = total1
-            s2[rb, c] = total2
+            s1[rb, w] = total1
+            s2[rb, w] = total2
 
 
 @cuda.jit
-def _bn_affine(a, b, p, q, r, out, use_b):
+def _bn_affine(a, b, p, q, r, out, use_b, c0):
+    """``out = a*p + b*q + r`` (``a*p + r`` unless ``use_b``) per channel ``c0 <= c <
+    c0 + len(p)``."""
     outer, channels, inner = a.shape
-    n = outer * channels * inner
+    width = p.shape[0]
+    n = outer * width * inner
     start = cuda.grid(1)
     for k in range(start, n, cuda.gridsize(1)):
         i = k % inner
-        c = (k // inner) % channels
-        o = k // (inner * channels)
-        v = a[o, c, i] * p[c]
+        w = (k // inner) % width
+        o = k // (inner * width)
+        v = a[o, c0 + w, i] * p[w]
         if use_b:
-            v = v + b[o, c, i] * q[c]
-        out[o, c, i] = v + r[c]
+            v = v + b[o, c0 + w, i] * q[w]
+        out[o, c0 + w, i] = v + r[w]
 
 
 def _blocks(n):
@@ -226,26 +233,31 @@ class CudaBackend:
         """Whether every element of the 1-D device arrays is finite."""
         return not np.isnan(self._chunk_reduction(arrays, True)).any()
 
-    def bn_sums(self, a, b, ka, kb):
-        """Per channel of (outer, C, inner) device views: sum(a-ka), sum((a-ka)*(b-kb))
-        in float64, from per-block partials added in block order on the host."""
-        outer, channels, inner = a.shape
+    bn_windows = staticmethod(one_window)  # no cache to keep a window in
+
+    def bn_sums(self, a, b, ka, kb, window):
+        """Per channel c0 <= c < c1 (``window``) of (outer, C, inner) device views:
+        sum(a-ka), sum((a-ka)*(b-kb)) in float64 (``ka``, ``kb`` and the results hold the
+        window's channels), from per-block partials added in block order on the host."""
+        (c0, c1), (outer, _, inner) = window, a.shape
         rows = max(1, CHUNK // max(1, inner))
         n_row_blocks = (outer + rows - 1) // rows
-        s1 = cuda.device_array((n_row_blocks, channels), dtype=np.float64)
-        s2 = cuda.device_array((n_row_blocks, channels), dtype=np.float64)
-        _bn_partial_sums[_blocks(n_row_blocks * channels), THREADS](
+        s1 = cuda.device_array((n_row_blocks, c1 - c0), dtype=np.float64)
+        s2 = cuda.device_array((n_row_blocks, c1 - c0), dtype=np.float64)
+        _bn_partial_sums[_blocks(n_row_blocks * (c1 - c0)), THREADS](
             a, b, cuda.to_device(np.ascontiguousarray(ka, dtype=np.float64)),
-            cuda.to_device(np.ascontiguousarray(kb, dtype=np.float64)), rows, s1, s2)
+            cuda.to_device(np.ascontiguousarray(kb, dtype=np.float64)), rows, c0, s1, s2)
         return s1.copy_to_host().sum(axis=0), s2.copy_to_host().sum(axis=0)
 
-    def bn_affine(self, a, b, p, q, r, out):
-        """``out = a*P + b*Q + R`` per channel, in the dtype (``a*P + R`` when b is None)."""
+    def bn_affine(self, a, b, p, q, r, out, window):
+        """``out = a*P + b*Q + R`` per channel of ``window`` (``(c0, c1)``; P, Q and R
+        hold its channels), in the dtype (``a*P + R`` when b is None)."""
         dtype = out.dtype
         p, r = (cuda.to_device(np.ascontiguousarray(v, dtype=dtype)) for v in (p, r))
         q = p if q is None else cuda.to_device(np.ascontiguousarray(q, dtype=dtype))
-        _bn_affine[_blocks((a.size + THREADS - 1) // THREADS), THREADS](
-            a, a if b is None else b, p, q, r, out, b is not None)
+        n = a.shape[0] * (window[1] - window[0]) * a.shape[2]
+        _bn_affine[_blocks((n + THREADS - 1) // THREADS), THREADS](
+            a, a if b is None else b, p, q, r, out, b is not None, window[0])
 
 
 BACKEND = CudaBackend()

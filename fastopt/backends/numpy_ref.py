@@ -4,6 +4,7 @@ import numpy as np
 
 from .. import reference
 from .._rules import RULES
+from . import _tables
 
 
 # How many state arrays each reference function takes (the others take three).
@@ -33,17 +34,24 @@ class NumpyBackend:
         """Whether every element of every array is finite."""
         return all(bool(np.isfinite(a).all()) for a in arrays)
 
-    def bn_sums(self, a, b, ka, kb):
-        """Per channel of (outer, C, inner) views: sum(a-ka), sum((a-ka)*(b-kb))."""
-        u = a.astype(np.float64) - ka[None, :, None]
-        v = b.astype(np.float64) - kb[None, :, None]
+    bn_windows = staticmethod(_tables.one_window)  # NumPy makes its own passes anyway
+
+    def bn_sums(self, a, b, ka, kb, window):
+        """Per channel c0 <= c < c1 (``window``) of (outer, C, inner) views: sum(a-ka),
+        sum((a-ka)*(b-kb)); ``ka``, ``kb`` and the results hold the window's channels."""
+        channels = slice(*window)
+        u = a[:, channels].astype(np.float64) - ka[None, :, None]
+        v = b[:, channels].astype(np.float64) - kb[None, :, None]
         return u.sum(axis=(0, 2)), (u * v).sum(axis=(0, 2))
 
-    def bn_affine(self, a, b, p, q, r, out):
-        """``out = a*P + b*Q + R`` per channel (``a*P + R`` when b is None)."""
+    def bn_affine(self, a, b, p, q, r, out, window):
+        """``out = a*P + b*Q + R`` per channel of ``window`` (``(c0, c1)``; P, Q and R
+        hold its channels), ``a*P + R`` when b is None."""
+        channels = slice(*window)
+        a = a[:, channels]
         result = a * p[None, :, None] + r[None, :, None] if b is None else \
-            a * p[None, :, None] + b * q[None, :, None] + r[None, :, None]
-        out[...] = result
+            a * p[None, :, None] + b[:, channels] * q[None, :, None] + r[None, :, None]
+        out[:, channels] = result
 
 
 BACKEND = NumpyBackend()
