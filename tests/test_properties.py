@@ -45,3 +45,31 @@ def test_random_problems_match_reference(shape_list, dtype, opt, seed, scale):
         ref.step(grads, grad_scale=scale)
     for got, want in zip(params, expected):
         np.testing.assert_allclose(got, want, **tolerance(dtype))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(outer=st.integers(2, 9), channels=st.integers(1, 7),
+       inner=st.sampled_from([1, 3, 64, 130]), budget=st.integers(1, 20000), training=st.booleans(), seed=st.integers(0, 2**16))
+def test_batchnorm_channel_windows_never_change_bits(outer, channels, inner, budget, training,
+                                                     seed):
+    # Any window size (down to a channel per window) gives the bits of new outputs.
+    from fastopt.backends import _tables
+
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((outer, channels, inner)) * 3 + 1).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    gamma, beta = rng.standard_normal((2, channels)).astype(np.float32)
+    stats = [(np.zeros(channels, np.float32), np.ones(channels, np.float32)) for _ in range(2)]
+    y, cache = fastopt.batchnorm_forward(x, gamma, beta, *stats[0], training=training)
+    want = (y, *fastopt.batchnorm_backward(dy, cache))
+    saved = _tables.WINDOW_BYTES
+    _tables.WINDOW_BYTES = budget
+    try:
+        y_out, dx_out = np.empty_like(x), np.empty_like(x)
+        y, cache = fastopt.batchnorm_forward(x, gamma, beta, *stats[1], training=training,
+                                             out=y_out)
+        got = (y, *fastopt.batchnorm_backward(dy, cache, out=dx_out))
+    finally:
+        _tables.WINDOW_BYTES = saved
+    for a, b in zip(want + stats[0], got + stats[1]):
+        np.testing.assert_array_equal(a, b)
