@@ -49,7 +49,8 @@ def test_random_problems_match_reference(shape_list, dtype, opt, seed, scale):
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(outer=st.integers(2, 9), channels=st.integers(1, 7),
-       inner=st.sampled_from([1, 3, 64, 130]), budget=st.integers(1, 20000), training=st.booleans(), seed=st.integers(0, 2**16))
+       inner=st.sampled_from([1, 3, 64, 130]), budget=st.integers(1, 20000),
+       training=st.booleans(), seed=st.integers(0, 2**16))
 def test_batchnorm_channel_windows_never_change_bits(outer, channels, inner, budget, training,
                                                      seed):
     # Any window size (down to a channel per window) gives the bits of new outputs.
