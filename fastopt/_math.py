@@ -16,7 +16,7 @@ Calling convention, shared by all four rules::
   Every constant an update needs (even zero) comes from ``h``, so that no Python
   float turns a float32 loop into a float64 loop.
 * ``f`` is a tuple of ``FLAGS_LEN`` booleans, the structural flags (which state arrays
-  exist, whether a grad_scale divides).
+  exist, whether a grad_scale divides, whether any decay or L1 term applies).
   The drivers pass them as compile-time constants, so their branches vanish.
 * ``maximize`` and ``grad_scale`` are folded into one signed scalar ``h[SCALE]``:
   with a grad_scale it divides (``g / -s == -(g / s)`` exactly); without one it is
@@ -64,8 +64,12 @@ ADAM_SQ_CORRECTED = 0  # corrected moments (cs231n, nnfs), else scikit-learn's l
 # Rule ids for the dispatching ``update``; every rule's flag tuple has FLAGS_LEN entries.
 RULE_IDS = {"sgd": 0, "rmsprop": 1, "adam": 2, "adagrad": 3,
             "velocity": 4, "rmsprop_sq": 5, "adam_sq": 6}
-FLAGS_LEN = 3
+FLAGS_LEN = 4
 SCALED = 2  # flag common to all rules: a grad_scale was given (else SCALE is +-1)
+# Flag common to all rules: coupled weight decay, L1 or AdamW's decoupled decay is in
+# effect (else WD and L1 are 0 and ADAM_DECAY is 1, and their code is compiled out:
+# Adam's step 5-6% faster at 64M elements, see bench/RESULTS.md).
+DECAYED = 3
 
 
 def element_functions(jit):
@@ -92,13 +96,14 @@ def element_functions(jit):
         # Without a grad_scale, SCALE is +-1 and a multiply is exact and much cheaper
         # than a vector division (which would make Adam compute-bound on AVX2).
         g = g / h[SCALE] if f[SCALED] else g * h[SCALE]
-        wd = h[WD]
-        if wd != zero:
-            g = g + wd * p
-        l1 = h[L1]
-        if l1 != zero:
-            # l1 * np.sign(p): 0 at +-0, NaN at NaN.
-            g = g + (l1 if p > zero else (-l1 if p < zero else zero * p))
+        if f[DECAYED]:
+            wd = h[WD]
+            if wd != zero:
+                g = g + wd * p
+            l1 = h[L1]
+            if l1 != zero:
+                # l1 * np.sign(p): 0 at +-0, NaN at NaN.
+                g = g + (l1 if p > zero else (-l1 if p < zero else zero * p))
         return g
 
     @jit
@@ -140,7 +145,8 @@ def element_functions(jit):
     @jit
     def adam_update(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, h, f):
         """Adam/AdamW; ``h[ADAM_DECAY]`` is AdamW's ``1 - lr*wd`` (exactly 1 for Adam)."""
-        p = p * h[ADAM_DECAY]
+        if f[DECAYED]:
+            p = p * h[ADAM_DECAY]
         g = prepare_grad(p, g, h, f)
         exp_avg = h[ADAM_BETA1] * exp_avg + h[ADAM_ONE_MINUS_BETA1] * g
         exp_avg_sq = h[ADAM_BETA2] * exp_avg_sq + h[ADAM_ONE_MINUS_BETA2] * g * g

@@ -56,23 +56,29 @@ def _scaled(kw):
     return kw["grad_scale"] is not None
 
 
+def _decayed(kw):
+    return kw["weight_decay"] != 0 or kw["l1"] != 0
+
+
 RULES = {
     "sgd": Rule(
         "sgd", _sgd_pack,
-        flags=lambda kw: (kw["momentum"] != 0, bool(kw["nesterov"]), _scaled(kw)),
+        flags=lambda kw: (kw["momentum"] != 0, bool(kw["nesterov"]), _scaled(kw),
+                          _decayed(kw)),
         slots=lambda f: ("momentum_buffer" if f[0] else None, None, None)),
     "rmsprop": Rule(
         "rmsprop", _rmsprop_pack,
-        flags=lambda kw: (bool(kw["centered"]), kw["momentum"] > 0, _scaled(kw)),
+        flags=lambda kw: (bool(kw["centered"]), kw["momentum"] > 0, _scaled(kw),
+                          _decayed(kw)),
         slots=lambda f: ("square_avg", "grad_avg" if f[0] else None,
                          "momentum_buffer" if f[1] else None)),
     "adam": Rule(
         "adam", _adam_pack,
-        flags=lambda kw: (bool(kw["amsgrad"]), False, _scaled(kw)),
+        flags=lambda kw: (bool(kw["amsgrad"]), False, _scaled(kw), _decayed(kw)),
         slots=lambda f: ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if f[0] else None)),
     "adagrad": Rule(
         "adagrad", _adagrad_pack,
-        flags=lambda kw: (False, False, _scaled(kw)),
+        flags=lambda kw: (False, False, _scaled(kw), _decayed(kw)),
         slots=lambda f: ("sum", None, None)),
 }
 
@@ -85,19 +91,19 @@ RULES.update({
         "velocity",
         lambda dtype, kw: _math.velocity_hyper(dtype, lr=kw["lr"], momentum=kw["momentum"],
                                                grad_scale=kw["grad_scale"]),
-        flags=lambda kw: (bool(kw["nesterov"]), False, _scaled(kw)),
+        flags=lambda kw: (bool(kw["nesterov"]), False, _scaled(kw), False),
         slots=lambda f: ("velocity", None, None)),
     "rmsprop_sq": Rule(
         "rmsprop_sq",
         lambda dtype, kw: _math.rmsprop_sq_hyper(dtype, lr=kw["lr"], alpha=kw["alpha"],
                                                  eps=kw["eps"], grad_scale=kw["grad_scale"]),
-        flags=lambda kw: (False, False, _scaled(kw)),
+        flags=lambda kw: (False, False, _scaled(kw), False),
         slots=lambda f: ("cache", None, None)),
     "adam_sq": Rule(
         "adam_sq",
         lambda dtype, kw: _math.adam_sq_hyper(
             dtype, step=kw["step"], lr=kw["lr"], beta1=kw["beta1"], beta2=kw["beta2"],
             eps=kw["eps"], corrected=kw["corrected"], grad_scale=kw["grad_scale"]),
-        flags=lambda kw: (bool(kw["corrected"]), False, _scaled(kw)),
+        flags=lambda kw: (bool(kw["corrected"]), False, _scaled(kw), False),
         slots=lambda f: ("m", "v", None)),
 })
