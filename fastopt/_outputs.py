@@ -44,7 +44,3 @@ class OutputRing:
         a = np.empty(shape, dtype)
         self._arrays = (self._arrays + [a])[-self.depth:]
         return a
-
-    def clear(self):
-        """Forget every array (their memory goes once nobody else holds them)."""
-        self._arrays = []

@@ -367,18 +367,20 @@ def batchnorm_runners(case, methods):
                 return aten.native_batch_norm_backward(tdy, tx, w, rm, rv, mean, invstd, True,
                                                        1e-5, [True, True, True])
 
-            outs = [torch.empty_like(tx), torch.empty(channels), torch.empty(channels)]
-            grads = [torch.empty_like(tx), torch.empty(channels), torch.empty(channels)]
+            runners[method] = torch_fwd_bwd
+            if reuse:  # torch's .out overloads, into the same outputs every call
+                outs = [torch.empty_like(tx), torch.empty(channels), torch.empty(channels)]
+                grads = [torch.empty_like(tx), torch.empty(channels), torch.empty(channels)]
 
-            def torch_fwd_bwd_out(tx=tx, tdy=tdy, w=w, b=b, rm=rm, rv=rv, aten=aten, o=outs,
-                                  g=grads):
-                aten.native_batch_norm.out(tx, w, b, rm, rv, True, 0.1, 1e-5, out=o[0],
-                                           save_mean=o[1], save_invstd=o[2])
-                return aten.native_batch_norm_backward.out(
-                    tdy, tx, w, rm, rv, o[1], o[2], True, 1e-5, [True, True, True],
-                    out0=g[0], out1=g[1], out2=g[2])
+                def torch_fwd_bwd_out(tx=tx, tdy=tdy, w=w, b=b, rm=rm, rv=rv, aten=aten,
+                                      o=outs, g=grads):
+                    aten.native_batch_norm.out(tx, w, b, rm, rv, True, 0.1, 1e-5, out=o[0],
+                                               save_mean=o[1], save_invstd=o[2])
+                    return aten.native_batch_norm_backward.out(
+                        tdy, tx, w, rm, rv, o[1], o[2], True, 1e-5, [True, True, True],
+                        out0=g[0], out1=g[1], out2=g[2])
 
-            runners[method] = torch_fwd_bwd_out if reuse else torch_fwd_bwd
+                runners[method] = torch_fwd_bwd_out
         elif method == "cuda":
             cuda = _cuda()
             if cuda is None:
