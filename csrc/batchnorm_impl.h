@@ -113,6 +113,13 @@ void SFX(fo_bn_sums)(const REAL *a, const REAL *b, const double *ka, const doubl
         SFX(fo_bn_item)(a, b, ka, kb, rb * rows, o1, c0, c1, stride, inner,
                         s1 + rb * channels, s2 + rb * channels);
     }
+    /* Totals into row 0, adding the row blocks in block order whatever the width (as
+       fastopt/backends/_tables.py's bn_totals does for the other backends). */
+    for (int64_t rb = 1; rb < n_row_blocks; rb++)
+        for (int64_t c = 0; c < channels; c++) {
+            s1[c] += s1[rb * channels + c];
+            s2[c] += s2[rb * channels + c];
+        }
 }
 
 /* out = x * p + y * q + r over one contiguous row of n elements (y NULL: no y term). */

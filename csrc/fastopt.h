@@ -82,7 +82,8 @@ void fo_finite_f64(const int64_t *addresses, const int64_t *chunks, int64_t n_ch
    from there.
    bn_sums: per (row block, channel), float64 partial sums of (a - ka[c]) into
    s1[block * channels + c] and of (a - ka[c]) * (b - kb[c]) into s2, over blocks of
-   `rows` outer rows and `cols` channels; s1 and s2 start zeroed.
+   `rows` outer rows and `cols` channels; s1 and s2 start zeroed. On return the
+   first row of each (s1[c], s2[c]) holds the totals: the blocks added in block order.
    bn_affine: out = a * p[c] + b * q[c] + r[c] in the array's type (b may be NULL:
    then out = a * p[c] + r[c]). */
 void fo_bn_sums_f32(const float *a, const float *b, const double *ka, const double *kb,

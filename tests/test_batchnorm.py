@@ -253,6 +253,8 @@ def test_compiled_per_channel_maths_gives_the_numpy_bits(dtype):
 
 @pytest.mark.parametrize("shape, axis, windowed", [
     ((6, 5, 9, 80), 1, True), ((3, 7, 130), 1, True),  # long rows: a window per channel
+    ((512, 2, 32, 32), 1, True),  # 16 row blocks, whose totals NumPy's sum would
+    # add pairwise for a one-channel window
     ((40, 6), 1, False), ((4, 5, 6, 8), -1, False)])  # short rows: never cut
 @pytest.mark.parametrize("training", [True, False])
 def test_channel_windows_give_the_same_bits(shape, axis, windowed, training, monkeypatch):
@@ -276,7 +278,7 @@ def test_channel_windows_give_the_same_bits(shape, axis, windowed, training, mon
         dx, dgamma, dbeta = fastopt.batchnorm_backward(dy, cache, out=dx_out)
         if out:
             assert y is y_out and dx is dx_out
-        results.append((y, *stats, dx, dgamma, dbeta))
+        results.append((y, *stats, dx, dgamma, dbeta, cache.mean, cache.var))  # float64 too
     view = (shape[0], channels, int(np.prod(shape[2:]))) if axis == 1 else \
         (int(np.prod(shape[:-1])), channels, 1)
     assert len(_tables.bn_windows(view, 4, 1)) == (channels if windowed else 1)

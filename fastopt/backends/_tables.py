@@ -199,4 +199,18 @@ def bn_partials(shape, width=None):
     rows, cols = bn_blocks(outer, channels, inner)
     n_row_blocks = (outer + rows - 1) // rows
     width = channels if width is None else width
-    return rows, cols, np.zeros((n_row_blocks, width)), np.zeros((n_row_blocks, width))
+    s1, s2 = np.zeros((2, n_row_blocks, width))  # one allocation for both
+    return rows, cols, s1, s2
+
+
+def bn_totals(s1, s2):
+    """Per-channel totals of partial sums (one row per row block), adding the blocks
+    in block order into row 0, which is returned. (NumPy's ``sum(axis=0)`` switches to
+    pairwise summation for a one-channel window and would round it differently from a
+    wider one.) Written for Numba, which compiles it for both of its backends; the C
+    kernel does the same in C."""
+    for r in range(1, s1.shape[0]):
+        for c in range(s1.shape[1]):
+            s1[0, c] += s1[r, c]
+            s2[0, c] += s2[r, c]
+    return s1[0], s2[0]

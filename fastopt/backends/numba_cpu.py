@@ -114,6 +114,9 @@ def _make_reduction_kernels(dtype):
     return chunk_sums_of_squares, chunk_finite
 
 
+_bn_totals = numba.njit(cache=True, nogil=True)(_tables.bn_totals)
+
+
 @numba.njit(fastmath=False, cache=True)
 def _shifted(value, shift):
     """``float64(value) - shift``, compiled without fast-math flags: the callers may
@@ -314,7 +317,7 @@ class NumbaBackend:
                     b.reshape(outer, channels), ka, kb, rows, c0, s1, s2, same)
         else:
             _launch(_bn_partial_sums, n, a, b, ka, kb, rows, cols, c0, s1, s2, same)
-        return s1.sum(axis=0), s2.sum(axis=0)
+        return _bn_totals(s1, s2)
 
     def bn_affine(self, a, b, p, q, r, out, window):
         """``out = a*P + b*Q + R`` per channel of ``window`` (``(c0, c1)``; P, Q and R

@@ -18,6 +18,7 @@ runs as Python, with small chunks; there device memory is host memory, and
 """
 
 import numpy as np
+import numba
 from numba import config, cuda
 
 from .. import _device, _math
@@ -162,6 +163,9 @@ def _bn_affine(a, b, p, q, r, out, use_b, c0):
         out[o, c0 + w, i] = v + r[w]
 
 
+_bn_totals = numba.njit(cache=True)(_tables.bn_totals)  # on the host copies
+
+
 def _blocks(n):
     return max(1, min(int(n), 65535 if SIMULATED else 1 << 20))
 
@@ -247,7 +251,7 @@ class CudaBackend:
         _bn_partial_sums[_blocks(n_row_blocks * (c1 - c0)), THREADS](
             a, b, cuda.to_device(np.ascontiguousarray(ka, dtype=np.float64)),
             cuda.to_device(np.ascontiguousarray(kb, dtype=np.float64)), rows, c0, s1, s2)
-        return s1.copy_to_host().sum(axis=0), s2.copy_to_host().sum(axis=0)
+        return _bn_totals(s1.copy_to_host(), s2.copy_to_host())
 
     def bn_affine(self, a, b, p, q, r, out, window):
         """``out = a*P + b*Q + R`` per channel of ``window`` (``(c0, c1)``; P, Q and R
