@@ -58,6 +58,29 @@ FO_INLINE void SFX(bn_row_sums)(const REAL *restrict x, const REAL *restrict y, 
     *s2 += sum2;
 }
 
+/* Two long rows of one channel (x0 and x1, with y0 and y1), each with its own sums,
+   added into the channel's partial sums in row order: bn_row_sums on each row, but
+   reading two memory streams with twice the independent adds (bench/RESULTS.md). */
+FO_INLINE void SFX(bn_row_sums2)(const REAL *restrict x0, const REAL *restrict x1,
+                                 const REAL *restrict y0, const REAL *restrict y1,
+                                 double kx, double ky, int64_t n, const int same,
+                                 double *restrict s1, double *restrict s2)
+{
+    double first1 = 0.0, first2 = 0.0, second1 = 0.0, second2 = 0.0;
+#pragma omp simd reduction(+ : first1, first2, second1, second2)
+    for (int64_t i = 0; i < n; i++) {
+        const double u = SFX(shifted)(x0[i], kx), v = SFX(shifted)(x1[i], kx);
+        first1 += u;
+        first2 += u * (same ? u : SFX(shifted)(y0[i], ky));
+        second1 += v;
+        second2 += v * (same ? v : SFX(shifted)(y1[i], ky));
+    }
+    *s1 += first1;
+    *s2 += first2;
+    *s1 += second1;
+    *s2 += second2;
+}
+
 /* Partial sums of one (row block, channel block) item. */
 FO_CLONES void SFX(fo_bn_item)(const REAL *restrict a, const REAL *restrict b,
                                const double *restrict ka, const double *restrict kb,
@@ -88,7 +111,18 @@ FO_CLONES void SFX(fo_bn_item)(const REAL *restrict a, const REAL *restrict b,
         }
         return;
     }
-    for (int64_t o = o0; o < o1; o++)
+    int64_t o = o0;
+    for (; o + 2 <= o1; o += 2) /* rows two at a time, then an odd last one */
+        for (int64_t c = c0; c < c1; c++) {
+            const int64_t at = (o * stride + c) * inner, next = at + stride * inner;
+            if (same)
+                SFX(bn_row_sums2)(a + at, a + next, a + at, a + next, ka[c], ka[c], inner,
+                                  1, s1 + c, s2 + c);
+            else
+                SFX(bn_row_sums2)(a + at, a + next, b + at, b + next, ka[c], kb[c], inner,
+                                  0, s1 + c, s2 + c);
+        }
+    for (; o < o1; o++)
         for (int64_t c = c0; c < c1; c++) {
             const int64_t at = (o * stride + c) * inner;
             if (same)
