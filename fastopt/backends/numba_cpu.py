@@ -135,7 +135,8 @@ def _bn_partial_sums(a, b, ka, kb, rows, cols, c0, s1, s2, same):
     c0 + s1.shape[1]``; each item has its own slot, to which its rows add in order.
     ``same``: ``b`` is ``a`` and ``kb`` is ``ka`` (the forward pass), so ``b - kb`` is
     not recomputed. Rows go two at a time, each with its own sums: two memory streams
-    and twice the independent adds make the forward pass 25% faster (bench/RESULTS.md)."""
+    and twice the independent adds make the forward pass 20-25% faster
+    (bench/RESULTS.md)."""
     outer, channels, inner = a.shape
     width = s1.shape[1]
     n_col_blocks = (width + cols - 1) // cols

@@ -17,8 +17,8 @@ runs as Python, with small chunks; there device memory is host memory, and
 ``_element_pointer`` views it through ctypes instead of the CUDA intrinsic.
 """
 
-import numpy as np
 import numba
+import numpy as np
 from numba import config, cuda
 
 from .. import _device, _math
