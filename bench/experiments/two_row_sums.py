@@ -1,7 +1,9 @@
 """The long-row (NCHW) batch-norm statistics kernel, one row at a time (as it was
 until the fifth session, copied here) against two rows at a time (the numba backend's
-`_bn_partial_sums` now), next to a null kernel reading the same arrays. Forward: sums
-of x; backward: sums of dy and dy*x. Rounds rotate the order.
+`_bn_partial_sums` now), next to a null kernel reading the same arrays, and the C
+backend's `bn_sums` as built (two rows at a time since the fifth session; to time the
+one-row C kernel, check out cc828be, reinstall and run this again). Forward: sums of x;
+backward: sums of dy and dy*x. Rounds rotate the order.
 
 A measurement behind bench/RESULTS.md, not part of fastopt. Run from the repository:
 
@@ -14,6 +16,8 @@ import time
 import numba
 import numpy as np
 
+import fastopt
+from fastopt import backends
 from fastopt.backends import _tables, numba_cpu
 
 shape = tuple(int(s) for s in (sys.argv[1] if len(sys.argv) > 1 else "64,64,3136").split(","))
@@ -67,12 +71,23 @@ def sums(kernel, b):
     return run
 
 
+def c_sums(b):
+    if "c" not in fastopt_backends:
+        return None
+    c = backends.get_backend("c")
+    return lambda: c.bn_sums(x, b, shift, shift, (0, shape[1]))
+
+
+fastopt_backends = fastopt.available_backends()
 runs = {"forward, one row": sums(one_row_sums, x),
         "forward, two rows": sums(numba_cpu._bn_partial_sums, x),
         "forward, null (read x)": lambda: null_read(x.ravel(), x.ravel()),
         "backward, one row": sums(one_row_sums, dy),
         "backward, two rows": sums(numba_cpu._bn_partial_sums, dy),
-        "backward, null (read dy, x)": lambda: null_read(dy.ravel(), x.ravel())}
+        "backward, null (read dy, x)": lambda: null_read(dy.ravel(), x.ravel()),
+        "forward, C backend": c_sums(x),
+        "backward, C backend": c_sums(dy)}
+runs = {k: run for k, run in runs.items() if run is not None}
 for run in runs.values():
     run()
 times = {k: [] for k in runs}
