@@ -24,7 +24,7 @@ from numba import config, cuda
 from .. import _device, _math
 from .._rules import RULES
 from . import _dispatch, _tables
-from ._tables import one_window
+from ._tables import one_window  # CudaBackend has a method named _tables
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
 if not cuda.is_available():
