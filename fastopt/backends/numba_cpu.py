@@ -51,14 +51,13 @@ _update_element = _dispatch.rule_dispatcher(
 
 
 def _launch(kernel, n_elements, *args):
-    """Run ``kernel(*args)`` on the thread pool, or on one thread for small work."""
+    """``kernel(*args)`` on the thread pool, or on one thread for small work."""
     if _tables.parallel(n_elements):
-        kernel(*args)
-        return
+        return kernel(*args)
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        kernel(*args)
+        return kernel(*args)
     finally:
         numba.set_num_threads(threads)
 
@@ -223,6 +222,23 @@ def _bn_partial_sums_rows(a, b, ka, kb, rows, c0, s1, s2, same):
                 sum2[c] += u * _shifted(y[c], kb[c])
 
 
+@numba.njit(cache=True, nogil=True)
+def _bn_window_sums(a, b, ka, kb, rows, cols, c0, width, same):
+    """The per-channel totals ``(s1, s2)`` of a window of ``width`` channels from
+    ``c0``: partial sums over the blocking ``(rows, cols)``, added in block order.
+    Compiled, so that a call pays one dispatch rather than three (the partials'
+    allocation, the parallel kernel, the totals)."""
+    outer, channels, inner = a.shape
+    partials = np.zeros((2, (outer + rows - 1) // rows, width))
+    s1, s2 = partials[0], partials[1]
+    if inner == 1:
+        _bn_partial_sums_rows(a.reshape(outer, channels), b.reshape(outer, channels), ka,
+                              kb, rows, c0, s1, s2, same)
+    else:
+        _bn_partial_sums(a, b, ka, kb, rows, cols, c0, s1, s2, same)
+    return _bn_totals(s1, s2)
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _bn_scale_shift(a, p, r, out, c0):
     """``out = a*p + r`` per channel ``c0 <= c < c0 + len(p)`` of (outer, C, inner)
@@ -336,15 +352,9 @@ class NumbaBackend:
         sum((a-ka)*(b-kb)) in float64 (``ka``, ``kb`` and the results hold the window's
         channels), from partial sums over a fixed blocking added in block order."""
         (c0, c1), (outer, channels, inner) = window, a.shape
-        rows, cols, s1, s2 = _tables.bn_partials(a.shape, c1 - c0)
-        same = a is b and ka is kb
-        n = outer * inner * (c1 - c0)
-        if inner == 1:
-            _launch(_bn_partial_sums_rows, n, a.reshape(outer, channels),
-                    b.reshape(outer, channels), ka, kb, rows, c0, s1, s2, same)
-        else:
-            _launch(_bn_partial_sums, n, a, b, ka, kb, rows, cols, c0, s1, s2, same)
-        return _bn_totals(s1, s2)
+        rows, cols = _tables.bn_blocks(outer, channels, inner)
+        return _launch(_bn_window_sums, outer * inner * (c1 - c0), a, b, ka, kb, rows, cols,
+                       c0, c1 - c0, a is b and ka is kb)
 
     def bn_affine(self, a, b, p, q, r, out, window):
         """``out = a*P + b*Q + R`` per channel of ``window`` (``(c0, c1)``; P, Q and R
