@@ -13,6 +13,10 @@ window ``(c0, c1)`` of channels (per-channel vectors hold the window's channels)
 * ``bn_affine(a, b, P, Q, R, out, window)``: ``out = a*P + b*Q + R`` per channel, in
   the dtype (``b`` may be None: ``out = a*P + R``).
 
+A window's forward and backward are :mod:`fastopt._bn_passes`, run as Python around
+those primitives, or compiled around its kernels by a backend that supplies them as
+``bn_passes`` (Numba does: one call per window).
+
 Forward (training) is one statistics pass (sums shifted by one sample per channel,
 for accuracy) plus one normalise pass ``y = x*alpha + beta'``; backward is one
 reduction pass (``sum dy``, ``sum dy*(x - mean)``) plus one pass
@@ -29,11 +33,12 @@ partial sums, then the coefficients go back to the device for the second pass)::
     dx = gamma * invstd / n * (n*dy - dbeta - xhat*dgamma)
 """
 
+import functools
 import math
 
 import numpy as np
 
-from . import _bn_math, _device, _outputs, _validate, backends
+from . import _bn_math, _bn_passes, _device, _outputs, _validate, backends
 
 
 class BatchNormCache:
@@ -119,6 +124,26 @@ def _per_channel_maths(runner):
     return getattr(runner, "bn_math", _bn_math)
 
 
+@functools.cache
+def _window_passes(runner):
+    """``(forward, backward)`` of :mod:`fastopt._bn_passes` for a backend: its own
+    compiled ones, or the Python ones around its ``bn_sums`` and ``bn_affine``."""
+    compiled = getattr(runner, "bn_passes", None)
+    if compiled is not None:
+        return compiled
+
+    def sums(a, b, ka, kb, c0, c1):
+        return runner.bn_sums(a, b, ka, kb, (c0, c1))
+
+    def scale_shift(a, p, r, out, c0):
+        runner.bn_affine(a, None, p, None, r, out, (c0, c0 + len(p)))
+
+    def affine(a, b, p, q, r, out, c0):
+        runner.bn_affine(a, b, p, q, r, out, (c0, c0 + len(p)))
+
+    return _bn_passes.window_passes(_per_channel_maths(runner), sums, scale_shift, affine)
+
+
 def _channel_vector(v, name, channels, dtype, writable=False):
     if _device.is_device_array(v):
         v = _device.as_device_array(v)
@@ -196,6 +221,7 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
     runner = backends.get_backend(name)
 
     bn = _per_channel_maths(runner)
+    forward_pass = _window_passes(runner)[0]
     x3 = _view3(x, axis)
     y3 = _output(out, x, x3, "out", (x,))
     gamma_h, beta_h = _host(gamma), _host(beta)
@@ -206,18 +232,12 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
     else:
         mean = _host(running_mean).astype(np.float64)
         var = _host(running_var).astype(np.float64)
-        windows = ((0, channels),)
+        shift, windows = mean, ((0, channels),)  # no shift needed
     invstd = np.empty(channels)
     for window in windows:
         w = slice(*window)
-        if training:
-            k = shift[w]
-            s1, s2 = runner.bn_sums(x3, x3, k, k, window)
-            mean[w], var[w] = bn.forward_statistics(s1, s2, k, n)
-        invstd[w], alpha, offset = bn.forward_coefficients(mean[w], var[w], gamma_h[w],
-                                                           beta_h[w], eps)
-        runner.bn_affine(x3, None, alpha.astype(x.dtype), None, offset.astype(x.dtype), y3,
-                         window)
+        mean[w], var[w], invstd[w] = forward_pass(x3, shift[w], mean[w], var[w], gamma_h[w],
+                                                  beta_h[w], eps, n, training, y3, *window)
     if training and running_mean is not None:
         if isinstance(running_mean, np.ndarray):
             bn.running_update(running_mean, running_var, mean, var, momentum, n)
@@ -249,20 +269,12 @@ def batchnorm_backward(dy, cache, *, out=None):
     n = x.size // channels
     x3, dy3 = _view3(x, cache.axis), _view3(dy, cache.axis)
     dx3 = _output(out, x, x3, "out", (x, dy))
-    maths, gamma = _per_channel_maths(runner), _host(cache.gamma)
-    zeros = np.zeros(channels)
+    backward_pass, gamma = _window_passes(runner)[1], _host(cache.gamma)
     dgamma, dbeta = np.empty(channels), np.empty(channels)
     for window in _windows(runner, x3, 2, out):
         w = slice(*window)
-        dbeta[w], sum_dy_xc = runner.bn_sums(dy3, x3, zeros[w], cache.mean[w], window)
-        dgamma[w], scale, slope, shift = maths.backward_coefficients(
-            dbeta[w], sum_dy_xc, gamma[w], cache.mean[w], cache.invstd[w], n)
-        if cache.training:
-            runner.bn_affine(dy3, x3, scale.astype(x.dtype), slope.astype(x.dtype),
-                             shift.astype(x.dtype), dx3, window)
-        else:  # the statistics are constants: dx = dy*gamma*invstd
-            runner.bn_affine(dy3, None, scale.astype(x.dtype), None,
-                             np.zeros(len(scale), x.dtype), dx3, window)
+        dgamma[w], dbeta[w] = backward_pass(dy3, x3, cache.mean[w], cache.invstd[w], gamma[w],
+                                            n, cache.training, dx3, *window)
     dx = dx3.reshape(x.shape) if out is None else out
     return dx, _on_side_of(x, dgamma.astype(x.dtype)), _on_side_of(x, dbeta.astype(x.dtype))
 

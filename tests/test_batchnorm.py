@@ -251,6 +251,44 @@ def test_compiled_per_channel_maths_gives_the_numpy_bits(dtype):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("shape, window", [((6, 5, 70), (1, 4)), ((33, 7, 1), (0, 7))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_compiled_window_passes_give_the_python_bits(shape, window, dtype, training):
+    # fastopt/_bn_passes.py is one source too: the numba backend compiles it around its
+    # kernels; the other backends run it as Python around their bn_sums and bn_affine,
+    # with the plain NumPy per-channel maths. Run that way around the numba kernels, it
+    # must give the compiled passes' bits.
+    if "numba" not in fastopt.available_backends():
+        pytest.skip("needs numba")
+    from types import SimpleNamespace
+
+    from fastopt import backends, batchnorm
+
+    runner = backends.get_backend("numba")
+    interpreted = batchnorm._window_passes.__wrapped__(SimpleNamespace(
+        bn_sums=runner.bn_sums, bn_affine=runner.bn_affine))
+    rng = np.random.default_rng(13)
+    x3 = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    dy3 = rng.standard_normal(shape).astype(dtype)
+    w = slice(*window)
+    width = window[1] - window[0]
+    gamma, beta = rng.standard_normal((2, width)).astype(dtype)
+    shift = x3[0, w, 0].astype(np.float64)
+    running = rng.standard_normal(width), np.abs(rng.standard_normal(width)) + 0.5
+    n = shape[0] * shape[2]
+    results = []
+    for forward, backward in (runner.bn_passes, interpreted):
+        y3, dx3 = np.zeros_like(x3), np.zeros_like(x3)  # channels outside the window stay 0
+        mean, var, invstd = forward(x3, shift, *running, gamma, beta, 1e-5, n, training, y3,
+                                    *window)
+        dgamma, dbeta = backward(dy3, x3, mean, invstd, gamma, n, training, dx3, *window)
+        results.append((y3, dx3, mean, var, invstd, dgamma, dbeta))
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)
+    assert not results[0][0][:, :window[0]].any()
+
+
 @pytest.mark.parametrize("shape, axis, windowed", [
     ((6, 5, 9, 80), 1, True), ((3, 7, 130), 1, True),  # long rows: a window per channel
     ((512, 2, 32, 32), 1, True),  # 16 row blocks, whose totals NumPy's sum would

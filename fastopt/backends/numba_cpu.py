@@ -23,9 +23,16 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .. import _bn_math, _math
+from .. import _bn_math, _bn_passes, _math
 from .._rules import RULES
 from . import _dispatch, _tables
+
+# Start Numba's threading layer before anything is compiled or loaded. Its start
+# registers the symbols that parallel kernels link against; a function loaded from the
+# disk cache that calls a parallel kernel (the batch-norm passes below do) does not
+# start it, and without those symbols loading one can crash the process (numba issues
+# #4807 and #8578; bench/RESULTS.md, sixth session).
+numba.get_num_threads()
 
 
 @intrinsic
@@ -222,14 +229,22 @@ def _bn_partial_sums_rows(a, b, ka, kb, rows, c0, s1, s2, same):
                 sum2[c] += u * _shifted(y[c], kb[c])
 
 
+_bn_blocks = numba.njit(cache=True)(_tables.bn_blocks)
+
+
 @numba.njit(cache=True, nogil=True)
-def _bn_window_sums(a, b, ka, kb, rows, cols, c0, width, same):
-    """The per-channel totals ``(s1, s2)`` of a window of ``width`` channels from
-    ``c0``: partial sums over the blocking ``(rows, cols)``, added in block order.
+def _bn_window_sums(a, b, ka, kb, c0, c1):
+    """The per-channel totals ``(s1, s2)`` of the window ``c0 <= c < c1``: partial sums
+    over :func:`fastopt.backends._tables.bn_blocks`' blocking, added in block order.
     Compiled, so that a call pays one dispatch rather than three (the partials'
-    allocation, the parallel kernel, the totals)."""
+    allocation, the parallel kernel, the totals). ``b`` and ``kb`` being ``a`` and
+    ``ka`` (the forward pass) is read from their addresses: a ``same`` argument would
+    be a compile-time constant in the compiled passes, and Numba would compile every
+    kernel below twice, once for each value."""
+    same = a.ctypes.data == b.ctypes.data and ka.ctypes.data == kb.ctypes.data
     outer, channels, inner = a.shape
-    partials = np.zeros((2, (outer + rows - 1) // rows, width))
+    rows, cols = _bn_blocks(outer, channels, inner)
+    partials = np.zeros((2, (outer + rows - 1) // rows, c1 - c0))
     s1, s2 = partials[0], partials[1]
     if inner == 1:
         _bn_partial_sums_rows(a.reshape(outer, channels), b.reshape(outer, channels), ka,
@@ -293,12 +308,27 @@ def _bn_affine(a, b, p, q, r, out, c0):
 BN_MATH = SimpleNamespace(**{f.__name__: numba.njit(cache=True)(f)
                                    for f in _bn_math.FUNCTIONS})
 
+# A window's forward and backward passes (fastopt._bn_passes) compiled around the
+# kernels above: one call per window.
+_BN_FORWARD, _BN_BACKWARD = _bn_passes.window_passes(
+    BN_MATH, _bn_window_sums, _bn_scale_shift, _bn_affine, numba.njit(cache=True, nogil=True))
+
+
+def _window_pass(compiled):
+    """``compiled(a, ..., c0, c1)`` through :func:`_launch`, sized by its window."""
+
+    def run(a, *args):
+        return _launch(compiled, a.shape[0] * a.shape[2] * (args[-1] - args[-2]), a, *args)
+
+    return run
+
 
 class NumbaBackend:
     """Fused Numba CPU kernels; see the module docstring."""
 
     name = "numba"
     bn_math = BN_MATH
+    bn_passes = _window_pass(_BN_FORWARD), _window_pass(_BN_BACKWARD)
 
     def __init__(self):
         self._kernels = {}
@@ -351,10 +381,8 @@ class NumbaBackend:
         """Per channel c0 <= c < c1 (``window``) of (outer, C, inner) views: sum(a-ka),
         sum((a-ka)*(b-kb)) in float64 (``ka``, ``kb`` and the results hold the window's
         channels), from partial sums over a fixed blocking added in block order."""
-        (c0, c1), (outer, channels, inner) = window, a.shape
-        rows, cols = _tables.bn_blocks(outer, channels, inner)
-        return _launch(_bn_window_sums, outer * inner * (c1 - c0), a, b, ka, kb, rows, cols,
-                       c0, c1 - c0, a is b and ka is kb)
+        (c0, c1), (outer, _, inner) = window, a.shape
+        return _launch(_bn_window_sums, outer * inner * (c1 - c0), a, b, ka, kb, c0, c1)
 
     def bn_affine(self, a, b, p, q, r, out, window):
         """``out = a*P + b*Q + R`` per channel of ``window`` (``(c0, c1)``; P, Q and R
