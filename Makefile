@@ -1,6 +1,6 @@
-# The two commands of the README: `make test` and `make bench`.
-# Each creates a virtual environment in $(VENV), installs fastopt into it from this
-# checkout (with its test extras and torch's CPU build as the optional reference),
+# The README's two commands, `make bench` and `make test`, and the records.
+# Each target creates a virtual environment in $(VENV), installs fastopt into it from
+# this checkout (with its test extras and torch's CPU build as the optional reference),
 # then runs. Override REFERENCE= to skip torch.
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +8,7 @@ REFERENCE ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastopt-installed
 
-.PHONY: install test bench clean
+.PHONY: install test lint bench record gpu-check clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 	$(PYTHON) -m venv $(VENV)
@@ -18,17 +18,27 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 
 install: $(STAMP)
 
-# The whole suite on the default backend (numba), then once more on each other CPU
-# backend, then the CUDA tests under Numba's CUDA simulator (on a GPU machine, plain
-# `pytest tests/test_cuda.py` runs them on the device).
-test: install
+# Lint, then the suite on every CPU backend that loads (one process; the backend is in
+# each test id), then the CUDA tests under Numba's CUDA simulator.
+test: install lint
 	$(PY) -m pytest
-	FASTOPT_BACKEND=c $(PY) -m pytest -q
-	FASTOPT_BACKEND=numpy $(PY) -m pytest -q
-	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/test_cuda.py
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cuda
+
+lint: install
+	$(PY) -m ruff check .
 
 bench: install
 	$(VENV)/bin/fastopt bench
+
+# The benchmark record (docs/benchmarks.*) and the README's results block, from one run.
+record: install
+	$(VENV)/bin/fastopt bench --full --rounds 21 --json docs/benchmarks.json \
+		--plot docs/benchmarks.png --markdown docs/benchmarks.md --readme README.md
+
+# On a machine with an NVIDIA GPU: the CUDA tests on the device and the GPU benchmark,
+# recorded in docs/gpu/ (no virtual environment: it uses the machine's Python).
+gpu-check:
+	bash bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info fastopt/_fastopt_c.*

@@ -48,8 +48,8 @@ def _compiles(flags, program):
 def _openmp_flags():
     """["-fopenmp"] when the compiler builds and links an OpenMP program; else
     ["-fopenmp-simd"] (the simd reductions only) where accepted; else []."""
-    if not os.environ.get("FASTOPT_NO_OPENMP") and _compiles(
-            ["-fopenmp"], "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"):
+    program = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+    if not os.environ.get("FASTOPT_NO_OPENMP") and _compiles(["-fopenmp"], program):
         return ["-fopenmp"]
     return ["-fopenmp-simd"] if _compiles(["-fopenmp-simd"], "int main(void) { return 0; }\n") \
         else []

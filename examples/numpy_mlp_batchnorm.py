@@ -18,7 +18,6 @@ from sklearn.datasets import load_digits
 
 import fastopt.compat.cs231n
 
-
 # -- the trainer's own NumPy layers (as a cs231n student writes them) -------------------
 
 

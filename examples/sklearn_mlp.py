@@ -18,8 +18,7 @@ import warnings
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.neural_network import MLPClassifier
-from sklearn.neural_network import _stochastic_optimizers
+from sklearn.neural_network import MLPClassifier, _stochastic_optimizers
 
 from fastopt.compat import sklearn as fast_sklearn
 

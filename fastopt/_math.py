@@ -2,11 +2,11 @@
 
 Each ``*_update`` function (built by :func:`element_functions` for a target) maps
 one element (param, grad, up to three state values) to its new values. They are plain
-Python with no NumPy calls, so that Numba compiles the very same text for the CPU (``numba.njit``) and for CUDA (``cuda.jit(device=True)``);
-the NumPy reference in :mod:`fastopt.reference` is written independently and serves
-as the oracle for them.
+Python with no NumPy calls, so that Numba compiles the very same text for the CPU
+(``numba.njit``) and for CUDA (``cuda.jit(device=True)``). The NumPy reference in
+:mod:`fastopt.reference` is written independently and serves as the oracle for them.
 
-Calling convention, shared by all four rules::
+Calling convention, shared by all the rules::
 
     update(p, g, s0, s1, s2, h, f) -> (p, s0, s1, s2)
 
@@ -52,7 +52,7 @@ ADAM_AMSGRAD = 0
 ADAGRAD_CLR, ADAGRAD_EPS = 4, 5
 
 # Rules that fastopt.compat's adapters need: other libraries' maths, rounded as they
-# round it (DESIGN section 7), kept apart from the torch rules above.
+# round it, kept apart from the torch rules above.
 # Velocity-form momentum (cs231n, scikit-learn, nnfs).
 VEL_LR, VEL_MOMENTUM = 4, 5
 VEL_NESTEROV = 0
@@ -68,7 +68,7 @@ FLAGS_LEN = 4
 SCALED = 2  # flag common to all rules: a grad_scale was given (else SCALE is +-1)
 # Flag common to all rules: coupled weight decay, L1 or AdamW's decoupled decay is in
 # effect (else WD and L1 are 0 and ADAM_DECAY is 1, and their code is compiled out:
-# Adam's step 5-6% faster at 64M elements, see bench/RESULTS.md).
+# Adam's step 5-6% faster at 64M elements; docs/design.md).
 DECAYED = 3
 
 

@@ -8,8 +8,8 @@ Backends receive a rule's name and its named hyperparameters (the keyword argume
 of the matching function in :mod:`fastopt.reference`), and nothing else.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import _math
 
@@ -83,7 +83,7 @@ RULES = {
 }
 
 
-# The rules of fastopt.compat's adapters (other libraries' maths; DESIGN section 7).
+# The rules of fastopt.compat's adapters (other libraries' maths and rounding).
 # Their hyper kwargs: velocity (lr, momentum, nesterov, grad_scale), rmsprop_sq (lr,
 # alpha, eps, grad_scale), adam_sq (step, lr, beta1, beta2, eps, corrected, grad_scale).
 RULES.update({

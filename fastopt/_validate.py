@@ -28,11 +28,15 @@ def param(array, where, device=False):
     return array
 
 
-def _device_array(array, where):
+def _as_device(array, where):
     if not _device.is_device_array(array):
         raise TypeError(f"{where} must be a CUDA device array like the params, got "
                         f"{type(array).__name__}; mixed host and device arrays are refused")
-    array = _device.as_device_array(array)
+    return _device.as_device_array(array)
+
+
+def _device_array(array, where):
+    array = _as_device(array, where)
     if array.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{where} must be float32 or float64, got {array.dtype}")
     if not _device.is_contiguous(array):
@@ -46,7 +50,7 @@ def flat_grad(grad, like, where):
     (a device param needs a device grad, already in that order: no hidden copy)."""
     on_device = not isinstance(like, np.ndarray)
     if on_device:
-        grad = _device_array(grad, where)
+        grad = _as_device(grad, where)
     elif not isinstance(grad, np.ndarray):
         raise TypeError(f"{where} must be a NumPy array, got {type(grad).__name__}")
     if grad.dtype != like.dtype:
@@ -54,6 +58,9 @@ def flat_grad(grad, like, where):
                         "fastopt does not cast gradients")
     if grad.shape != like.shape:
         raise ValueError(f"{where} has shape {grad.shape} but its param has {like.shape}")
+    if on_device and not _device.is_contiguous(grad):
+        raise ValueError(f"{where} is not contiguous (a strided view); pass a contiguous "
+                         "array")
     order = memory_order(like)
     if on_device and grad.size > 1 and grad.ndim > 1 and memory_order(grad) != order:
         raise ValueError(f"{where} is {memory_order(grad)}-ordered but its param is "

@@ -1,6 +1,6 @@
 """Optimizer classes over NumPy arrays: SGD, RMSprop, Adam, AdamW, Adagrad.
 
-Each class keeps torch.optim's constructor, defaults and maths (DESIGN section 3) and
+Each class keeps torch.optim's constructor, defaults and maths (README, "Maths") and
 adds ``l1``. State lives in one arena per state name and dtype for each param group,
 and one step is one fused multi-tensor kernel call per group and dtype.
 """
@@ -44,10 +44,9 @@ class Optimizer:
             full = {**self.defaults, **group}
             self._checked_hyper(full, grad_scale=None)
             self.param_groups.append(full)
-        self._group_of = []
         self._sets = []
         seen = set()
-        for gi, group in enumerate(self.param_groups):
+        for group in self.param_groups:
             members = group["params"]
             items = members.items() if isinstance(members, Mapping) else \
                 ((None, p) for p in members)

@@ -1,4 +1,6 @@
-"""Bad input: a clear TypeError/ValueError, and params and state exactly as they were."""
+"""Bad input on every backend: a clear TypeError/ValueError, and params and state exactly as
+they were. Checks about host arrays themselves (their type, flags, strides) run on the
+CPU backends; the CUDA backend's own refusals are in test_cuda.py."""
 
 import numpy as np
 import pytest
@@ -7,19 +9,21 @@ import fastopt
 from fastopt import functional
 
 
-def fresh():
-    params = [np.ones((3, 4), np.float32), np.ones(5, np.float32)]
+def fresh(backend):
+    params = backend.put([np.ones((3, 4), np.float32), np.ones(5, np.float32)])
     opt = fastopt.Adam(params, lr=0.1)
-    opt.step([np.ones((3, 4), np.float32), np.ones(5, np.float32)])
+    assert opt.backend == backend.name
+    opt.step(backend.put([np.ones((3, 4), np.float32), np.ones(5, np.float32)]))
     return params, opt
 
 
-def snapshot(params, opt):
-    return [p.copy() for p in params], {k: np.copy(v) for k, v in opt.state_dict().items()}
+def snapshot(backend, params, opt):
+    return ([np.copy(p) for p in backend.get(params)],
+            {k: np.copy(v) for k, v in opt.state_dict().items()})
 
 
-def assert_same(params, opt, snap):
-    for p, q in zip(params, snap[0]):
+def assert_same(backend, params, opt, snap):
+    for p, q in zip(backend.get(params), snap[0]):
         np.testing.assert_array_equal(p, q)
     now = opt.state_dict()
     for k, v in snap[1].items():
@@ -39,42 +43,57 @@ BAD_GRADS = [
 ]
 
 
+HOST_ONLY = {"NumPy array"}  # a device param's grad must be a device array instead
+
+
+def put_arrays(backend, grads):
+    """The arrays in ``grads`` moved to the backend; anything else left as it is."""
+    if isinstance(grads, dict):
+        return {k: put_arrays(backend, v) for k, v in grads.items()}
+    if isinstance(grads, list):
+        return [put_arrays(backend, g) for g in grads]
+    return backend.put(grads) if isinstance(grads, np.ndarray) else grads
+
+
 @pytest.mark.parametrize("grads,error,match", BAD_GRADS)
-def test_bad_grads_refused_before_any_write(grads, error, match):
-    params, opt = fresh()
-    snap = snapshot(params, opt)
+def test_bad_grads_refused_before_any_write(grads, error, match, backend):
+    if backend.on_device and match in HOST_ONLY:
+        pytest.skip("about host arrays")
+    params, opt = fresh(backend)
+    snap = snapshot(backend, params, opt)
     with pytest.raises(error, match=match):
-        opt.step(grads)
-    assert_same(params, opt, snap)
+        opt.step(put_arrays(backend, grads))
+    assert_same(backend, params, opt, snap)
     assert opt.steps == 1
 
 
 @pytest.mark.parametrize("scale", [0.0, -1.0, np.nan, np.inf, "2"])
-def test_bad_grad_scale(scale):
-    params, opt = fresh()
-    snap = snapshot(params, opt)
+def test_bad_grad_scale(scale, backend):
+    params, opt = fresh(backend)
+    snap = snapshot(backend, params, opt)
     with pytest.raises((ValueError, TypeError), match="grad_scale"):
-        opt.step([np.ones((3, 4), np.float32), np.ones(5, np.float32)], grad_scale=scale)
-    assert_same(params, opt, snap)
+        opt.step(backend.put([np.ones((3, 4), np.float32), np.ones(5, np.float32)]),
+                 grad_scale=scale)
+    assert_same(backend, params, opt, snap)
 
 
-def test_bad_schedule_value_refused_before_any_write():
-    params = [np.ones(3)]
+def test_bad_schedule_value_refused_before_any_write(backend):
+    params = backend.put([np.ones(3)])
     opt = fastopt.SGD(params, lr=lambda step: 0.1 if step == 0 else float("nan"))
-    opt.step([np.ones(3)])
-    before = params[0].copy()
+    opt.step(backend.put([np.ones(3)]))
+    before = backend.get(params[0]).copy()
     with pytest.raises(ValueError, match="learning rate"):
-        opt.step([np.ones(3)])
-    np.testing.assert_array_equal(params[0], before)
+        opt.step(backend.put([np.ones(3)]))
+    np.testing.assert_array_equal(backend.get(params[0]), before)
 
 
-def test_second_group_error_leaves_first_group_untouched():
-    a, b = np.ones(3), np.ones(3)
+def test_second_group_error_leaves_first_group_untouched(backend):
+    a, b = backend.put([np.ones(3), np.ones(3)])
     opt = fastopt.SGD([{"params": [a]}, {"params": [b]}], lr=0.1)
     opt.param_groups[1]["lr"] = -1.0
     with pytest.raises(ValueError, match="learning rate"):
-        opt.step([np.ones(3), np.ones(3)])
-    np.testing.assert_array_equal(a, np.ones(3))
+        opt.step(backend.put([np.ones(3), np.ones(3)]))
+    np.testing.assert_array_equal(backend.get(a), np.ones(3))
 
 
 BAD_PARAMS = [
@@ -89,20 +108,20 @@ BAD_PARAMS = [
 
 
 @pytest.mark.parametrize("params,error,match", BAD_PARAMS)
-def test_bad_params(params, error, match):
+def test_bad_params(params, error, match, cpu_backend):
     with pytest.raises(error, match=match):
         fastopt.Adam(params)
 
 
-def test_read_only_param_refused():
+def test_read_only_param_refused(cpu_backend):
     p = np.ones(3)
     p.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         fastopt.SGD([p])
 
 
-def test_duplicate_param_refused():
-    p = np.ones(3)
+def test_duplicate_param_refused(backend):
+    p = backend.put(np.ones(3))
     with pytest.raises(ValueError, match="more than once"):
         fastopt.SGD([p, p])
 
@@ -130,32 +149,33 @@ HYPER = [
 
 
 @pytest.mark.parametrize("cls,kw,match", HYPER)
-def test_invalid_hyperparameters(cls, kw, match):
+def test_invalid_hyperparameters(cls, kw, match, backend):
     with pytest.raises((ValueError, TypeError), match=match):
-        cls([np.ones(3)], **kw)
+        cls([backend.put(np.ones(3))], **kw)
 
 
-def test_unknown_group_option():
+def test_unknown_group_option(backend):
     with pytest.raises(ValueError, match="unknown"):
-        fastopt.SGD([{"params": [np.ones(3)], "learning_rate": 0.1}])
+        fastopt.SGD([{"params": [backend.put(np.ones(3))], "learning_rate": 0.1}])
 
 
-def test_dict_grads_must_match_keys():
-    params = {"w": np.ones(3), "b": np.ones(2)}
+def test_dict_grads_must_match_keys(backend):
+    params = backend.put({"w": np.ones(3), "b": np.ones(2)})
     opt = fastopt.SGD(params, lr=0.1)
     with pytest.raises(ValueError, match="missing"):
-        opt.step({"w": np.ones(3)})
+        opt.step(backend.put({"w": np.ones(3)}))
     with pytest.raises(ValueError, match="unexpected"):
-        opt.step({"w": np.ones(3), "b": np.ones(2), "c": np.ones(1)})
-    np.testing.assert_array_equal(params["w"], np.ones(3))
+        opt.step(backend.put({"w": np.ones(3), "b": np.ones(2), "c": np.ones(1)}))
+    np.testing.assert_array_equal(backend.get(params["w"]), np.ones(3))
 
 
-def test_functional_refuses_missing_state_and_bad_step():
-    p, g = np.ones(3), np.ones(3)
+def test_functional_refuses_missing_state_and_bad_step(backend):
+    put = backend.put
+    p, g = put(np.ones(3)), put(np.ones(3))
     with pytest.raises(ValueError, match="momentum_buffer"):
         functional.sgd_(p, g, lr=0.1, momentum=0.9)
     with pytest.raises(ValueError, match="step"):
-        functional.adam_(p, g, np.zeros(3), np.zeros(3), step=0, lr=0.1)
+        functional.adam_(p, g, put(np.zeros(3)), put(np.zeros(3)), step=0, lr=0.1)
     with pytest.raises(ValueError, match="exp_avg"):
-        functional.adam_(p, g, np.zeros(4), np.zeros(3), step=1, lr=0.1)
-    np.testing.assert_array_equal(p, np.ones(3))
+        functional.adam_(p, g, put(np.zeros(4)), put(np.zeros(3)), step=1, lr=0.1)
+    np.testing.assert_array_equal(backend.get(p), np.ones(3))

@@ -8,6 +8,7 @@ import pytest
 
 import fastopt
 from fastopt import reference
+
 from conftest import thread_env, torch_or_skip
 
 LAYOUTS = [((64, 16), 1), ((66, 16), 1), ((8, 3, 20, 20), 1), ((4, 7, 9), 1),
@@ -29,10 +30,11 @@ def tol(dtype):
 @pytest.mark.parametrize("shape,axis", LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("training", [True, False])
-def test_matches_reference(shape, axis, dtype, training, rng):
+def test_matches_reference(shape, axis, dtype, training, rng, cpu_backend):
     x, gamma, beta = problem(rng, shape, axis, dtype)
     channels = shape[axis]
-    rm, rv = rng.standard_normal(channels).astype(dtype), rng.uniform(0.5, 2, channels).astype(dtype)
+    rm = rng.standard_normal(channels).astype(dtype)
+    rv = rng.uniform(0.5, 2, channels).astype(dtype)
     rm2, rv2 = rm.copy(), rv.copy()
     for _ in range(3):
         y, cache = fastopt.batchnorm_forward(x, gamma, beta, rm, rv, training=training,
@@ -52,7 +54,7 @@ def test_matches_reference(shape, axis, dtype, training, rng):
 
 @pytest.mark.parametrize("shape,axis", LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_matches_torch(shape, axis, dtype, rng):
+def test_matches_torch(shape, axis, dtype, rng, cpu_backend):
     torch = torch_or_skip()
     x, gamma, beta = problem(rng, shape, axis, dtype)
     channels = shape[axis]
@@ -85,7 +87,7 @@ def test_matches_torch(shape, axis, dtype, rng):
     np.testing.assert_allclose(np.moveaxis(y, axis, 1), ty.numpy(), **tol(dtype))
 
 
-def test_backward_finite_differences(rng):
+def test_backward_finite_differences(rng, cpu_backend):
     x, gamma, beta = problem(rng, (5, 3, 4), 1, np.float64)
     weights = rng.standard_normal(x.shape)
 
@@ -109,7 +111,7 @@ def test_backward_finite_differences(rng):
         np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7)
 
 
-def test_layer_equals_functions(rng):
+def test_layer_equals_functions(rng, cpu_backend):
     x, _, _ = problem(rng, (6, 4, 5, 5), 1, np.float32)
     layer = fastopt.BatchNorm(4, momentum=0.3)
     rm, rv = np.zeros(4, np.float32), np.ones(4, np.float32)
@@ -130,7 +132,7 @@ def test_layer_equals_functions(rng):
 
 
 @pytest.mark.parametrize("shape", [(16, 3, 64, 64), (1030, 300)])  # NCHW; (N, C) rows
-def test_identical_bits_for_one_and_two_threads(shape):
+def test_identical_bits_for_one_and_two_threads(shape, cpu_compiled_backend):
     code = (
         "import numpy as np, fastopt, hashlib\n"
         "rng = np.random.default_rng(3)\n"
@@ -140,7 +142,8 @@ def test_identical_bits_for_one_and_two_threads(shape):
         "dx, dg, db = fastopt.batchnorm_backward(x[::-1].copy(), c)\n"
         "print(hashlib.sha256(b''.join(a.tobytes() for a in (y, dx, dg, db))).hexdigest())\n")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True, env=thread_env(n)).stdout
+                           check=True, env=thread_env(n, cpu_compiled_backend.name)
+                           ).stdout
             for n in (1, 2)}
     assert len(outs) == 1
 
@@ -165,7 +168,7 @@ def _bad_cases():
 
 
 @pytest.mark.parametrize("index", range(11))
-def test_bad_forward_input_mutates_nothing(index):
+def test_bad_forward_input_mutates_nothing(index, cpu_backend):
     cases, x, ones, zeros = _bad_cases()
     change, error, match = cases[index]
     rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
@@ -179,7 +182,7 @@ def test_bad_forward_input_mutates_nothing(index):
     np.testing.assert_array_equal(rv, np.ones(3))
 
 
-def test_bad_backward_input():
+def test_bad_backward_input(cpu_backend):
     x = np.ones((4, 3), np.float32)
     _, cache = fastopt.batchnorm_forward(x + np.arange(4, dtype=np.float32)[:, None],
                                          np.ones(3, np.float32),
@@ -295,7 +298,8 @@ def test_compiled_window_passes_give_the_python_bits(shape, window, dtype, train
     # add pairwise for a one-channel window
     ((40, 6), 1, False), ((4, 5, 6, 8), -1, False)])  # short rows: never cut
 @pytest.mark.parametrize("training", [True, False])
-def test_channel_windows_give_the_same_bits(shape, axis, windowed, training, monkeypatch):
+def test_channel_windows_give_the_same_bits(shape, axis, windowed, training, monkeypatch,
+                                            cpu_backend):
     # Writing into out= arrays, the CPU backends cut NCHW passes into cache-sized
     # channel windows. A channel's sums use the same blocking in any window, so the
     # bits must be those of one window, and of new outputs.
@@ -336,7 +340,7 @@ def test_channel_windows_give_the_same_bits(shape, axis, windowed, training, mon
     (np.zeros((8, 5, 3), np.float32).transpose(0, 2, 1), ValueError, "C-contiguous"),
     ("x", ValueError, "overlaps"),
     ([0.0], TypeError, "NumPy array")])
-def test_bad_out_is_refused_before_anything_changes(which, bad, error, match):
+def test_bad_out_is_refused_before_anything_changes(which, bad, error, match, cpu_backend):
     rng = np.random.default_rng(2)
     x, gamma, beta = problem(rng, (8, 3, 5), 1, np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
@@ -357,7 +361,7 @@ def test_bad_out_is_refused_before_anything_changes(which, bad, error, match):
         fastopt.batchnorm_forward(x, gamma, beta, out=read_only)
 
 
-def test_layer_reuses_only_outputs_nobody_holds():
+def test_layer_reuses_only_outputs_nobody_holds(cpu_backend):
     rng = np.random.default_rng(6)
     x, _, _ = problem(rng, (8, 4, 70), 1, np.float32)
     layer = fastopt.BatchNorm(4)

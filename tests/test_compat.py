@@ -8,8 +8,9 @@ import copy
 import numpy as np
 import pytest
 
-from conftest import tolerance
 from fastopt.compat import cs231n, nnfs
+
+from conftest import tolerance
 
 
 def _same(got, want):
@@ -65,7 +66,7 @@ CS231N_RULES = [
 @pytest.mark.parametrize("rule, ref, defaults", CS231N_RULES,
                          ids=[r[0].__name__ for r in CS231N_RULES])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_cs231n_rules_over_epochs_with_lr_decay(rule, ref, defaults, dtype, rng):
+def test_cs231n_rules_over_epochs_with_lr_decay(rule, ref, defaults, dtype, rng, cpu_backend):
     w = rng.standard_normal((30, 7)).astype(dtype)
     w_ref = w.copy()
     config = {"learning_rate": 5e-2}  # the rest from the adapter's defaults
@@ -73,7 +74,7 @@ def test_cs231n_rules_over_epochs_with_lr_decay(rule, ref, defaults, dtype, rng)
     for key in ("cache", "m", "v"):
         if key in ref_config:
             ref_config[key] = np.zeros_like(w)
-    for epoch in range(4):
+    for _epoch in range(4):
         for _ in range(6):
             dw = rng.standard_normal(w.shape).astype(dtype)
             next_w, config = rule(w, dw, config)
@@ -135,7 +136,7 @@ def ref_batchnorm_backward(dout, cache):
     return dx, dgamma, dbeta
 
 
-def test_cs231n_batchnorm_train_and_test(rng):
+def test_cs231n_batchnorm_train_and_test(rng, cpu_backend):
     x = rng.standard_normal((50, 6)) * 3 + 1
     gamma, beta = rng.standard_normal(6), rng.standard_normal(6)
     bn, bn_ref = {"mode": "train"}, {"mode": "train"}
@@ -156,7 +157,7 @@ def test_cs231n_batchnorm_train_and_test(rng):
                                rtol=1e-12, atol=1e-12)
 
 
-def test_cs231n_spatial_batchnorm_is_batchnorm_per_channel(rng):
+def test_cs231n_spatial_batchnorm_is_batchnorm_per_channel(rng, cpu_backend):
     x = rng.standard_normal((4, 3, 5, 6)).astype(np.float32)
     gamma, beta = np.float32([1, 2, 3]), np.float32([0, -1, 1])
     bn = {"mode": "train", "momentum": 0.8}
@@ -177,7 +178,7 @@ def test_cs231n_spatial_batchnorm_is_batchnorm_per_channel(rng):
     np.testing.assert_allclose(dgamma, dgamma2, rtol=1e-4, atol=1e-4)
 
 
-def test_cs231n_bad_input():
+def test_cs231n_bad_input(cpu_backend):
     with pytest.raises(ValueError, match="Invalid forward batchnorm mode"):
         cs231n.batchnorm_forward(np.ones((4, 2)), np.ones(2), np.zeros(2), {"mode": "eval"})
     with pytest.raises(ValueError, match="4 dimensions"):
@@ -322,7 +323,7 @@ NNFS_CASES = [
 @pytest.mark.parametrize("ours, book, kw", NNFS_CASES,
                          ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(NNFS_CASES)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_nnfs_optimizers_match_the_book(ours, book, kw, dtype, rng):
+def test_nnfs_optimizers_match_the_book(ours, book, kw, dtype, rng, cpu_backend):
     layers = [Layer(rng, 8, 16, dtype), Layer(rng, 16, 3, dtype)]
     book_layers = copy.deepcopy(layers)
     opt, ref = ours(**kw), book(**kw)
@@ -360,7 +361,7 @@ def _sklearn():
     ("AdamOptimizer", dict(learning_rate_init=0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-7)),
 ])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_sklearn_optimizers_match_sklearn(kind, kw, dtype, rng):
+def test_sklearn_optimizers_match_sklearn(kind, kw, dtype, rng, cpu_backend):
     sk = _sklearn()
     from fastopt.compat import sklearn as compat
 
@@ -381,7 +382,7 @@ def test_sklearn_optimizers_match_sklearn(kind, kw, dtype, rng):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_mlp_under_accelerate_trains_like_sklearn():
+def test_mlp_under_accelerate_trains_like_sklearn(cpu_backend):
     pytest.importorskip("sklearn")
     from sklearn.datasets import load_digits
     from sklearn.neural_network import MLPClassifier, _multilayer_perceptron

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 
 import fastopt
+
 from conftest import tolerance
 from test_backends import check_batchnorm_window
 from test_optim_reference import CASES, case_id
+
+pytestmark = pytest.mark.cuda
 
 if "cuda" not in fastopt.available_backends():
     pytest.skip("no CUDA device and NUMBA_ENABLE_CUDASIM is not set",

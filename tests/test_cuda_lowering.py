@@ -20,8 +20,6 @@ pytestmark = [
                        reason="numba-cuda (the cuda extra) is not installed"),
     pytest.mark.skipif(bool(os.environ.get("NUMBA_ENABLE_CUDASIM")),
                        reason="the simulator replaces the CUDA target"),
-    pytest.mark.skipif(os.environ.get("FASTOPT_BACKEND", "") not in ("", "numba"),
-                       reason="independent of the CPU backend: runs in the default pass"),
 ]
 
 SCRIPT = r'''

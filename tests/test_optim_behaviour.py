@@ -1,4 +1,5 @@
-"""Optimizer behaviour: state_dict, schedules, skip_nonfinite, grad_scale, functional."""
+"""Optimizer behaviour on every backend: state_dict, schedules, skip_nonfinite, grad_scale,
+functional."""
 
 import numpy as np
 import pytest
@@ -24,35 +25,37 @@ def params_and_grads(rng, n_steps):
 
 
 @pytest.mark.parametrize("cls,kw", ALL, ids=[c.__name__ for c, _ in ALL])
-def test_save_load_continue_is_bit_identical(cls, kw, rng, tmp_path):
+def test_save_load_continue_is_bit_identical(cls, kw, backend, rng, tmp_path):
     params, grads = params_and_grads(rng, 10)
-    straight = {k: v.copy() for k, v in params.items()}
+    grads = [backend.put(g) for g in grads]
+    straight = backend.put({k: v.copy() for k, v in params.items()})
     opt = cls(straight, **kw)
+    assert opt.backend == backend.name
     for g in grads:
         opt.step(g)
 
-    first = {k: v.copy() for k, v in params.items()}
+    first = backend.put({k: v.copy() for k, v in params.items()})
     opt1 = cls(first, **kw)
     for g in grads[:4]:
         opt1.step(g)
     np.savez(tmp_path / "opt.npz", **opt1.state_dict())
-    np.savez(tmp_path / "params.npz", **first)
+    np.savez(tmp_path / "params.npz", **backend.get(first))
 
-    resumed = dict(np.load(tmp_path / "params.npz"))
+    resumed = backend.put(dict(np.load(tmp_path / "params.npz")))
     opt2 = cls(resumed, **kw)
     opt2.load_state_dict(np.load(tmp_path / "opt.npz"))
     assert opt2.steps == 4
     for g in grads[4:]:
         opt2.step(g)
     for k in params:
-        np.testing.assert_array_equal(resumed[k], straight[k])
+        np.testing.assert_array_equal(backend.get(resumed[k]), backend.get(straight[k]))
 
 
-def test_load_state_dict_refuses_misfit_and_changes_nothing(rng):
+def test_load_state_dict_refuses_misfit_and_changes_nothing(backend, rng):
     params, grads = params_and_grads(rng, 3)
-    opt = fastopt.Adam(params, lr=0.01)
+    opt = fastopt.Adam(backend.put(params), lr=0.01)
     for g in grads:
-        opt.step(g)
+        opt.step(backend.put(g))
     good = opt.state_dict()
     before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in good.items()}
 
@@ -86,47 +89,48 @@ def test_load_state_dict_refuses_misfit_and_changes_nothing(rng):
     assert_unchanged()
 
 
-def test_lr_schedule_is_evaluated_with_steps_taken(rng):
+def test_lr_schedule_is_evaluated_with_steps_taken(backend, rng):
     seen = []
 
     def schedule(step):
         seen.append(step)
         return 0.1 / (1 + step)
 
-    p = np.ones(4)
+    p = backend.put(np.ones(4))
     ref = np.ones(4)
     opt = fastopt.SGD([p], lr=schedule)
     seen.clear()
     for step in range(4):
         g = rng.standard_normal(4)
-        opt.step([g])
+        opt.step([backend.put(g)])
         ref -= (0.1 / (1 + step)) * g
     assert seen == [0, 1, 2, 3]
-    np.testing.assert_allclose(p, ref, rtol=1e-15)
+    np.testing.assert_allclose(backend.get(p), ref, rtol=1e-15)
 
 
-def test_param_group_lr_can_be_set_between_steps():
-    p = np.ones(3)
+def test_param_group_lr_can_be_set_between_steps(backend):
+    p = backend.put(np.ones(3))
     opt = fastopt.SGD([p], lr=0.1)
-    opt.step([np.ones(3)])
+    opt.step([backend.put(np.ones(3))])
     opt.param_groups[0]["lr"] = 0.5
-    opt.step([np.ones(3)])
-    np.testing.assert_allclose(p, 1 - 0.1 - 0.5)
+    opt.step([backend.put(np.ones(3))])
+    np.testing.assert_allclose(backend.get(p), 1 - 0.1 - 0.5)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("cls,kw", ALL, ids=[c.__name__ for c, _ in ALL])
-def test_skip_nonfinite_changes_nothing(cls, kw, bad, rng):
+def test_skip_nonfinite_changes_nothing(cls, kw, bad, backend, rng):
     params, grads = params_and_grads(rng, 2)
+    params = backend.put(params)
     opt = cls(params, skip_nonfinite=True, **kw)
-    assert opt.step(grads[0]) is True
-    snapshot = {k: v.copy() for k, v in params.items()}
+    assert opt.step(backend.put(grads[0])) is True
+    snapshot = {k: v.copy() for k, v in backend.get(params).items()}
     state = opt.state_dict()
     poisoned = {k: v.copy() for k, v in grads[1].items()}
     poisoned["w"][3, 2] = bad
-    assert opt.step(poisoned) is False
+    assert opt.step(backend.put(poisoned)) is False
     for k in params:
-        np.testing.assert_array_equal(params[k], snapshot[k])
+        np.testing.assert_array_equal(backend.get(params[k]), snapshot[k])
     after = opt.state_dict()
     for k, v in state.items():
         if isinstance(v, np.ndarray):
@@ -134,78 +138,78 @@ def test_skip_nonfinite_changes_nothing(cls, kw, bad, rng):
     assert opt.steps == 1
 
 
-def test_nan_gradient_propagates_without_skip():
-    p = np.ones(4, np.float32)
+def test_nan_gradient_propagates_without_skip(backend):
+    p = backend.put(np.ones(4, np.float32))
     opt = fastopt.Adam([p])
     g = np.ones(4, np.float32)
     g[1] = np.nan
-    assert opt.step([g]) is True
+    assert opt.step([backend.put(g)]) is True
+    p = backend.get(p)
     assert np.isnan(p[1]) and np.isfinite(p[[0, 2, 3]]).all()
 
 
 @pytest.mark.parametrize("cls,kw", ALL, ids=[c.__name__ for c, _ in ALL])
-def test_grad_scale_equals_dividing_the_grads(cls, kw, rng):
+def test_grad_scale_equals_dividing_the_grads(cls, kw, backend, rng):
     a = rng.standard_normal(64)
-    b = a.copy()
+    a, b = backend.put(a), backend.put(a.copy())
     opt_a, opt_b = cls([a], **kw), cls([b], **kw)
     for _ in range(5):
         g = rng.standard_normal(64) * 128.0
-        opt_a.step([g], grad_scale=128.0)
-        opt_b.step([g / 128.0])
-    np.testing.assert_array_equal(a, b)
+        opt_a.step([backend.put(g)], grad_scale=128.0)
+        opt_b.step([backend.put(g / 128.0)])
+    np.testing.assert_array_equal(backend.get(a), backend.get(b))
 
 
-def test_maximize_is_descent_on_the_negated_gradient(rng):
+def test_maximize_is_descent_on_the_negated_gradient(backend, rng):
     a = rng.standard_normal(32)
-    b = a.copy()
+    a, b = backend.put(a), backend.put(a.copy())
     opt_a, opt_b = fastopt.Adam([a], maximize=True, l1=0.1), fastopt.Adam([b], l1=0.1)
     for _ in range(5):
         g = rng.standard_normal(32)
-        opt_a.step([g])
-        opt_b.step([-g])
-    np.testing.assert_array_equal(a, b)
+        opt_a.step([backend.put(g)])
+        opt_b.step([backend.put(-g)])
+    np.testing.assert_array_equal(backend.get(a), backend.get(b))
 
 
-def test_functional_matches_class(rng):
+def test_functional_matches_class(backend, rng):
     p = rng.standard_normal((6, 7)).astype(np.float32)
-    q = p.copy()
-    m, v, vmax = (np.zeros_like(p) for _ in range(3))
+    p, q = backend.put(p), backend.put(p.copy())
+    m, v, vmax = (backend.put(np.zeros((6, 7), np.float32)) for _ in range(3))
     opt = fastopt.AdamW([q], lr=0.01, weight_decay=0.1, amsgrad=True)
     for t in range(1, 6):
-        g = rng.standard_normal(p.shape).astype(np.float32)
+        g = backend.put(rng.standard_normal((6, 7)).astype(np.float32))
         functional.adamw_(p, g, m, v, vmax, step=t, lr=0.01, weight_decay=0.1, amsgrad=True)
         opt.step([g])
-    np.testing.assert_array_equal(p, q)
-    np.testing.assert_array_equal(m, opt.state(0)["exp_avg"])
+    np.testing.assert_array_equal(backend.get(p), backend.get(q))
+    np.testing.assert_array_equal(backend.get(m), backend.get(opt.state(0)["exp_avg"]))
 
 
-def test_functional_sgd_and_adagrad_and_rmsprop_closed_form():
-    p = np.array([1.0, -2.0, 0.0])
+def test_functional_sgd_and_adagrad_and_rmsprop_closed_form(backend):
+    put, get = backend.put, backend.get
+    start = np.array([1.0, -2.0, 0.0])
     g = np.array([0.5, 0.5, -1.0])
-    buf = np.zeros(3)
-    functional.sgd_(p, g, buf, lr=0.1, momentum=0.9, first=True)
-    np.testing.assert_allclose(p, [0.95, -2.05, 0.1])
-    np.testing.assert_allclose(buf, g)
-    s = np.full(3, 1.0)
-    p = np.array([1.0, -2.0, 0.0])
-    functional.adagrad_(p, g, s, step=1, lr=0.1, eps=0.0)
-    np.testing.assert_allclose(s, 1.0 + g * g)
-    np.testing.assert_allclose(p, [1.0, -2.0, 0.0] - 0.1 * g / np.sqrt(1.0 + g * g))
-    p = np.array([1.0, -2.0, 0.0])
-    sq = np.zeros(3)
-    functional.rmsprop_(p, g, sq, lr=0.01, alpha=0.0, eps=0.0)
-    np.testing.assert_allclose(p, [1.0, -2.0, 0.0] - 0.01 * np.sign(g))
+    p, buf = put(start.copy()), put(np.zeros(3))
+    functional.sgd_(p, put(g), buf, lr=0.1, momentum=0.9, first=True)
+    np.testing.assert_allclose(get(p), [0.95, -2.05, 0.1])
+    np.testing.assert_allclose(get(buf), g)
+    p, s = put(start.copy()), put(np.full(3, 1.0))
+    functional.adagrad_(p, put(g), s, step=1, lr=0.1, eps=0.0)
+    np.testing.assert_allclose(get(s), 1.0 + g * g)
+    np.testing.assert_allclose(get(p), start - 0.1 * g / np.sqrt(1.0 + g * g))
+    p, sq = put(start.copy()), put(np.zeros(3))
+    functional.rmsprop_(p, put(g), sq, lr=0.01, alpha=0.0, eps=0.0)
+    np.testing.assert_allclose(get(p), start - 0.01 * np.sign(g))
 
 
-def test_adam_first_step_closed_form():
+def test_adam_first_step_closed_form(backend):
     # At t=1 the bias-corrected update is lr * g / (|g| + eps'), i.e. about lr * sign(g).
-    p = np.zeros(3)
+    p = backend.put(np.zeros(3))
     opt = fastopt.Adam([p], lr=0.1, eps=0.0)
-    opt.step([np.array([2.0, -3.0, 0.5])])
-    np.testing.assert_allclose(p, [-0.1, 0.1, -0.1], rtol=1e-12)
+    opt.step([backend.put(np.array([2.0, -3.0, 0.5]))])
+    np.testing.assert_allclose(backend.get(p), [-0.1, 0.1, -0.1], rtol=1e-12)
 
 
-def test_l1_pulls_towards_zero_and_leaves_zero_alone():
-    p = np.array([1.0, -1.0, 0.0])
-    fastopt.SGD([p], lr=0.1, l1=0.5).step([np.zeros(3)])
-    np.testing.assert_allclose(p, [0.95, -0.95, 0.0])
+def test_l1_pulls_towards_zero_and_leaves_zero_alone(backend):
+    p = backend.put(np.array([1.0, -1.0, 0.0]))
+    fastopt.SGD([p], lr=0.1, l1=0.5).step([backend.put(np.zeros(3))])
+    np.testing.assert_allclose(backend.get(p), [0.95, -0.95, 0.0])

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastopt
+
 from conftest import torch_or_skip
 
 CASES = [
@@ -24,7 +25,7 @@ FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}
 @pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("impl", ["foreach", "fused"])
-def test_matches_torch_optim(name, kw, dtype, impl, rng):
+def test_matches_torch_optim(name, kw, dtype, impl, rng, cpu_backend):
     torch = torch_or_skip()
     if impl == "fused" and name not in FUSED:
         pytest.skip(f"torch has no fused {name}")
@@ -44,7 +45,7 @@ def test_matches_torch_optim(name, kw, dtype, impl, rng):
         np.testing.assert_allclose(p, tp.detach().numpy(), **tol)
 
 
-def test_grad_scale_matches_torch_fused_adam(rng):
+def test_grad_scale_matches_torch_fused_adam(rng, cpu_backend):
     torch = torch_or_skip()
     p = rng.standard_normal(100)
     tp = torch.tensor(p.copy(), requires_grad=True)

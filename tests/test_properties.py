@@ -1,10 +1,12 @@
-"""Property tests: random shapes and hyperparameters against the reference."""
+"""Property tests: random shapes and hyperparameters, on every compiled backend, against the
+reference."""
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastopt
+
 from conftest import tolerance
 
 shapes = st.lists(st.integers(0, 40), min_size=0, max_size=3).map(tuple)
@@ -30,29 +32,38 @@ optimizers = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The backend fixture only selects a backend, so hypothesis may share it between examples.
+SHARED_FIXTURE = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+SIMULATED_SIDE = 12  # the CUDA simulator runs each element in Python: smaller arrays
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=SHARED_FIXTURE)
 @given(shape_list=st.lists(shapes, min_size=1, max_size=4), dtype=dtypes, opt=optimizers,
        seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([None, 0.5, 8.0]))
-def test_random_problems_match_reference(shape_list, dtype, opt, seed, scale):
+def test_random_problems_match_reference(shape_list, dtype, opt, seed, scale,
+                                         compiled_backend):
     cls, kw = opt
+    if compiled_backend.on_device:
+        shape_list = [tuple(min(d, SIMULATED_SIDE) for d in s) for s in shape_list]
     rng = np.random.default_rng(seed)
-    params = [np.asarray(rng.standard_normal(s)).astype(dtype) for s in shape_list]
-    expected = [p.copy() for p in params]
+    expected = [np.asarray(rng.standard_normal(s)).astype(dtype) for s in shape_list]
+    params = compiled_backend.put([p.copy() for p in expected])
     fast, ref = cls(params, **kw), cls(expected, backend="numpy", **kw)
+    assert fast.backend == compiled_backend.name
     for _ in range(4):
         grads = [np.asarray(rng.standard_normal(s)).astype(dtype) for s in shape_list]
-        fast.step(grads, grad_scale=scale)
+        fast.step(compiled_backend.put(grads), grad_scale=scale)
         ref.step(grads, grad_scale=scale)
-    for got, want in zip(params, expected):
+    for got, want in zip(compiled_backend.get(params), expected):
         np.testing.assert_allclose(got, want, **tolerance(dtype))
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=SHARED_FIXTURE)
 @given(outer=st.integers(2, 9), channels=st.integers(1, 7),
        inner=st.sampled_from([1, 3, 64, 130]), budget=st.integers(1, 20000),
        training=st.booleans(), seed=st.integers(0, 2**16))
 def test_batchnorm_channel_windows_never_change_bits(outer, channels, inner, budget, training,
-                                                     seed):
+                                                     seed, cpu_compiled_backend):
     # Any window size (down to a channel per window) gives the bits of new outputs.
     from fastopt.backends import _tables
 

@@ -7,6 +7,7 @@ import pytest
 
 import fastopt
 from fastopt import schedules
+
 from conftest import torch_or_skip
 
 N = 60
@@ -180,7 +181,7 @@ def test_lr_find_restores_params_on_error_and_checks_arguments():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("max_norm", [0.5, 1e6])
-def test_clip_grad_norm_matches_torch(dtype, max_norm, rng):
+def test_clip_grad_norm_matches_torch(dtype, max_norm, rng, cpu_backend):
     torch = torch_or_skip()
     grads = [rng.standard_normal(s).astype(dtype) for s in [(30, 20), (7,), (100000,)]]
     tensors = [torch.zeros(g.shape, dtype=torch.from_numpy(g).dtype, requires_grad=True)
@@ -195,7 +196,7 @@ def test_clip_grad_norm_matches_torch(dtype, max_norm, rng):
         np.testing.assert_allclose(g, t.grad.numpy(), rtol=rtol, atol=1e-7)
 
 
-def test_global_norm_and_all_finite(rng):
+def test_global_norm_and_all_finite(rng, cpu_backend):
     grads = {"a": rng.standard_normal((50, 40)).astype(np.float32),
              "b": rng.standard_normal(1000)}
     expected = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2))
@@ -208,7 +209,7 @@ def test_global_norm_and_all_finite(rng):
     assert fastopt.global_norm([strided]) == pytest.approx(math.sqrt(50))
 
 
-def test_fused_clipping_equals_clip_then_step(rng):
+def test_fused_clipping_equals_clip_then_step(rng, cpu_backend):
     max_norm = 1.0
     p1 = rng.standard_normal(500)
     p2 = p1.copy()
@@ -224,7 +225,7 @@ def test_fused_clipping_equals_clip_then_step(rng):
     np.testing.assert_allclose(p1, p2, rtol=1e-5)
 
 
-def test_global_norm_is_identical_across_thread_counts():
+def test_global_norm_is_identical_across_thread_counts(cpu_compiled_backend):
     import subprocess
     import sys
 
@@ -233,6 +234,6 @@ def test_global_norm_is_identical_across_thread_counts():
             "g = [rng.standard_normal(3_000_001).astype(np.float32), rng.standard_normal(77)]; "
             "print(repr(fastopt.global_norm(g)))")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True, env=thread_env(n)
+                           check=True, env=thread_env(n, cpu_compiled_backend.name)
                            ).stdout for n in (1, 2)}
     assert len(outs) == 1

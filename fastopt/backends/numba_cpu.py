@@ -31,7 +31,7 @@ from . import _dispatch, _tables
 # registers the symbols that parallel kernels link against; a function loaded from the
 # disk cache that calls a parallel kernel (the batch-norm passes below do) does not
 # start it, and without those symbols loading one can crash the process (numba issues
-# #4807 and #8578; bench/RESULTS.md, sixth session).
+# #4807 and #8578; docs/design.md).
 numba.get_num_threads()
 
 
@@ -141,8 +141,7 @@ def _bn_partial_sums(a, b, ka, kb, rows, cols, c0, s1, s2, same):
     c0 + s1.shape[1]``; each item has its own slot, to which its rows add in order.
     ``same``: ``b`` is ``a`` and ``kb`` is ``ka`` (the forward pass), so ``b - kb`` is
     not recomputed. Rows go two at a time, each with its own sums: two memory streams
-    and twice the independent adds make the forward pass 20-25% faster
-    (bench/RESULTS.md)."""
+    and twice the independent adds make the forward pass 20-25% faster."""
     outer, channels, inner = a.shape
     width = s1.shape[1]
     n_col_blocks = (width + cols - 1) // cols
@@ -175,10 +174,10 @@ def _bn_partial_sums(a, b, ka, kb, rows, cols, c0, s1, s2, same):
                 s1[rb, w] += second1
                 s2[rb, w] += second2
             o += 2
-        for o in range(o, o1):  # an odd last row
+        for row in range(o, o1):  # an odd last row
             for w in range(w0, w1):
-                x = a[o, c0 + w]
-                y = b[o, c0 + w]
+                x = a[row, c0 + w]
+                y = b[row, c0 + w]
                 kac = ka[w]
                 kbc = kb[w]
                 sum1 = 0.0
@@ -220,9 +219,9 @@ def _bn_partial_sums_rows(a, b, ka, kb, rows, c0, s1, s2, same):
                 sum1[c] += (u0 + u1) + (u2 + u3)
                 sum2[c] += (u0 * v0 + u1 * v1) + (u2 * v2 + u3 * v3)
             o += 4
-        for o in range(o, o1):
-            x = a[o, c0:c0 + width]
-            y = b[o, c0:c0 + width]
+        for row in range(o, o1):  # the last rows, fewer than four
+            x = a[row, c0:c0 + width]
+            y = b[row, c0:c0 + width]
             for c in range(width):
                 u = _shifted(x[c], ka[c])
                 sum1[c] += u

@@ -6,7 +6,6 @@ from .. import reference
 from .._rules import RULES
 from . import _tables
 
-
 # How many state arrays each reference function takes (the others take three).
 _STATE_ARGS = {"sgd": 1, "adagrad": 1, "velocity": 1, "rmsprop_sq": 1, "adam_sq": 2}
 
