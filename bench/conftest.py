@@ -1,1 +1,1 @@
-"""pytest-benchmark suite: `pytest bench/ --benchmark-only` (see bench/RESULTS.md)."""
+"""pytest-benchmark suite: `pytest bench/ --benchmark-only` (the cases of `fastopt bench`)."""

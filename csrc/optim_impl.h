@@ -1,7 +1,7 @@
 /* Optimizer kernels for one element type. optim.c includes this file once per type,
  * with REAL (float or double) and TAG (f32 or f64) defined.
  *
- * The maths is DESIGN section 3, written here independently of fastopt/_math.py (the
+ * The maths is torch.optim's (plus L1), written here independently of fastopt/_math.py (the
  * Numba kernels' source) and checked against the same NumPy reference. Every constant
  * comes from `h`, in REAL, so a float loop never widens to double. The structural
  * flags are compile-time constants in each variant below, so their branches vanish

@@ -7,7 +7,7 @@ versions (:data:`fastopt.backends.numba_cpu.BN_MATH`) give the same bits as thes
 plain ones. Compiled, a forward's or a backward's per-channel maths is one call
 instead of about a dozen NumPy calls (~1 us each on 1024 channels).
 
-DESIGN section 3::
+The maths (torch's batch norm)::
 
     mean = sum(x)/n, var = sum((x - mean)^2)/n (biased), invstd = 1/sqrt(var + eps)
     y  = x*alpha + offset,           alpha = gamma*invstd, offset = beta - mean*alpha

@@ -6,7 +6,7 @@ offset``; its backward pass takes the sums of dy and dy*(x - mean), the coeffici
 then writes dx. :func:`window_passes` builds both around a backend's kernels: the
 NumPy, C and CUDA backends run them as Python between their kernel calls, and the
 Numba backend compiles them around its compiled kernels, so that a window costs one
-call from Python instead of about ten (bench/RESULTS.md, sixth session).
+call from Python instead of about ten.
 """
 
 import types

@@ -2,7 +2,7 @@
 
 A new NumPy array is fresh memory from the operating system, and its first write pays
 a page fault per page: on the 2-core dev VM, writing a new 51 MB array took 11 ms
-against 4 ms for the same write into an array written before (bench/RESULTS.md). A
+against 4 ms for the same write into an array written before. A
 layer that returns an output on every call can keep the last few and write into one
 that no other Python object refers to any more. The reference count tells: a view of
 an array holds a reference to it, so an array with no references but ours has no

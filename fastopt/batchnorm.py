@@ -25,7 +25,7 @@ does, reusing its outputs), both passes run window by window: the CPU backends s
 window to a quarter of the last-level cache, so that the second pass reads it from
 cache rather than from memory (NCHW data, where a channel is long rows; other layouts
 and the GPU use one window). The per-channel coefficients are computed on the host in
-float64 from DESIGN section 3 by :mod:`fastopt._bn_math` (compiled by Numba for the
+float64 by :mod:`fastopt._bn_math` (compiled by Numba for the
 numba backend, plain NumPy otherwise; for CUDA arrays: from the device's per-block
 partial sums, then the coefficients go back to the device for the second pass)::
 

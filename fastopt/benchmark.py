@@ -15,7 +15,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -474,17 +474,30 @@ def run(cases, methods, rounds, progress=None, runner_factory=None):
     return results
 
 
-def machine_info():
-    """What the numbers were measured on."""
+def machine_info(gpu=False):
+    """What the numbers were measured on (with ``gpu``, the CUDA device's name too)."""
+    from .bench_report import git_commit
+
     info = {"python": platform.python_version(), "numpy": np.__version__,
-            "fastopt": fastopt.__version__, "platform": platform.platform(),
-            "cpus": os.cpu_count(), "processor": _cpu_model()}
+            "fastopt": fastopt.__version__, "commit": git_commit(),
+            "platform": platform.platform(), "cpus": os.cpu_count(),
+            "processor": cpu_model()}
     try:
         import numba
         info["numba"] = numba.__version__
         info["numba_threads"] = numba.config.NUMBA_NUM_THREADS
     except ImportError:
         pass
+    try:
+        from ._fastopt_c import lib
+        info["c_threads"] = lib.fo_max_threads()
+    except ImportError:
+        pass
+    if gpu:
+        cuda = _cuda()
+        if cuda is not None:
+            name = getattr(cuda.get_current_device(), "name", "Numba's CUDA simulator")
+            info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
     torch = _torch()
     if torch is not None:
         info["torch"] = torch.__version__
@@ -492,7 +505,8 @@ def machine_info():
     return info
 
 
-def _cpu_model():
+def cpu_model():
+    """The CPU's model name."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -501,64 +515,6 @@ def _cpu_model():
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-COLUMNS = ["kernel", "size", "method", "min ms", "median ms", "GB/s", "roofline",
-           "vs numpy", "vs torch"]
-
-
-def _fmt(x, spec):
-    return "-" if x is None else format(x, spec)
-
-
-def table(results):
-    """The results as a fixed-width text table (one row per kernel x size x method)."""
-    rows = [COLUMNS]
-    for r in results:
-        rows.append([r.kernel, r.size, r.method, _fmt(r.min_ms, ".3f"),
-                     _fmt(r.median_ms, ".3f"), _fmt(r.gbps, ".1f"),
-                     _fmt(r.roofline_fraction, ".2f"), _fmt(r.speedup_vs_numpy, ".1f") + "x"
-                     if r.speedup_vs_numpy is not None else "-",
-                     _fmt(r.speedup_vs_torch, ".2f") + "x"
-                     if r.speedup_vs_torch is not None else "-"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
-                       for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def to_json(results, info):
-    """The JSON document written by ``--json``."""
-    return {"schema": "fastopt-bench/1", "machine": info,
-            "results": [asdict(r) for r in results]}
-
-
-def plot(results, path):
-    """A bar chart of the roofline fraction per kernel and method (needs matplotlib)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = [r for r in results if r.roofline_fraction is not None and r.method != "roofline"]
-    labels = sorted({(r.kernel, r.size) for r in shown}, key=lambda k: (k[0], k[1]))
-    methods = sorted({r.method for r in shown})
-    value = {(r.kernel, r.size, r.method): r.roofline_fraction for r in shown}
-    width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4))
-    x = np.arange(len(labels))
-    for j, method in enumerate(methods):
-        ax.bar(x + j * width, [value.get((k, s, method), 0) for k, s in labels], width,
-               label=method)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(x + width * (len(methods) - 1) / 2)
-    ax.set_xticklabels([f"{k}\n{s}" for k, s in labels], fontsize=7)
-    ax.set_ylabel("fraction of memory roofline")
-    ax.set_title("fastopt bench (float32; 1.0 = null kernel with the same access pattern)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def progress_printer(stream=None):

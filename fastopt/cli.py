@@ -22,7 +22,8 @@ def _sizes(text):
             else:
                 n = int(item)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a size: {item!r} (use e.g. 1M,64M)")
+            raise argparse.ArgumentTypeError(
+                f"not a size: {item!r} (use e.g. 1M,64M)") from None
         if n <= 0:
             raise argparse.ArgumentTypeError(f"sizes must be positive, got {item!r}")
         sizes[item] = n
@@ -62,17 +63,27 @@ def build_parser():
     bench.add_argument("--lists", type=_list(tuple(benchmark.PARAM_LISTS), allow_empty=True),
                        help="parameter lists to include (resnet50,mlp; '' for none)")
     bench.add_argument("--rounds", type=int, help="timed rounds per case")
+    bench.add_argument("--table", action="store_true",
+                       help="print every case before the summary (--full does too)")
     bench.add_argument("--json", metavar="PATH", help="write the results as JSON")
     bench.add_argument("--plot", metavar="PATH", help="write a PNG chart (matplotlib)")
+    bench.add_argument("--markdown", metavar="PATH",
+                       help="write the benchmark record: provenance, summary and every "
+                       "case, as Markdown (links the --plot chart)")
+    bench.add_argument("--readme", metavar="PATH",
+                       help="replace the results block of this README with the summary")
     sub.add_parser("info", help="versions, backends, threads, CPU features, GPU")
     return parser
 
 
-def cmd_bench(args, out=None):
-    from . import benchmark
+def cmd_bench(args, out=None, command="fastopt bench"):
+    """Run the benchmark that ``args`` describe; ``command`` is quoted in the records."""
+    from . import bench_report, benchmark
     out = out or sys.stdout
     if args.rounds is not None and args.rounds < 1:
         raise SystemExit("fastopt bench: error: --rounds must be >= 1")
+    if args.plot or args.markdown or args.readme:
+        _writable(args)
     if args.full:
         sizes, lists, rounds = benchmark.FULL_SIZES, tuple(benchmark.PARAM_LISTS), 11
         bn_shapes = benchmark.BATCHNORM_FULL
@@ -83,24 +94,58 @@ def cmd_bench(args, out=None):
     lists = tuple(args.lists) if args.lists is not None else lists
     rounds = args.rounds or rounds
     cases = benchmark.cases(sizes, lists, args.kernels, bn_shapes)
-    info = benchmark.machine_info()
+    # The machine is described after the run: reading the C build's thread count loads
+    # its OpenMP runtime, which must not happen before torch's (see benchmark.run).
     print(f"fastopt bench: {len(cases)} cases, {rounds} rounds each, methods "
-          f"{', '.join(args.methods)} on {info['processor']} ({info['cpus']} CPUs)",
+          f"{', '.join(args.methods)} on {benchmark.cpu_model()} ({os.cpu_count()} CPUs)",
           file=out, flush=True)
     results = benchmark.run(cases, args.methods, rounds, benchmark.progress_printer())
-    print(benchmark.table(results), file=out)
+    info = benchmark.machine_info(gpu=any(m in benchmark.GPU_METHODS for m in args.methods))
+    for path in (args.json, args.plot, args.markdown):
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if args.full or args.table:
+        print(bench_report.table(results), file=out)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(benchmark.to_json(results, info), f, indent=1)
+            json.dump(bench_report.to_json(results, info), f, indent=1)
         print(f"wrote {args.json}", file=out)
     if args.plot:
+        bench_report.plot(results, args.plot)
+        print(f"wrote {args.plot}", file=out)
+    if args.markdown:
+        chart = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown))) \
+            if args.plot else None
+        with open(args.markdown, "w") as f:
+            f.write(bench_report.markdown(results, info, command, chart=chart))
+        print(f"wrote {args.markdown}", file=out)
+    if args.readme:
+        record = os.path.relpath(args.markdown, os.path.dirname(os.path.abspath(args.readme))) \
+            if args.markdown else None
+        bench_report.update_readme(args.readme, bench_report.readme_block(
+            results, info, command, record=record))
+        print(f"updated the results block of {args.readme}", file=out)
+    print(bench_report.summary(results), file=out)
+    return results
+
+
+def _writable(args):
+    """Refuse, before the run, outputs that could not be written after it."""
+    if args.plot:
         try:
-            benchmark.plot(results, args.plot)
+            import matplotlib  # noqa: F401
         except ImportError:
             raise SystemExit("fastopt bench: --plot needs matplotlib "
-                             "(pip install 'fastopt[plot]')")
-        print(f"wrote {args.plot}", file=out)
-    return results
+                             "(pip install 'fastopt[plot]')") from None
+    if args.readme:
+        from .bench_report import README_BEGIN
+        try:
+            text = open(args.readme).read()
+        except OSError as error:
+            raise SystemExit(f"fastopt bench: --readme: {error}") from None
+        if README_BEGIN not in text:
+            raise SystemExit(f"fastopt bench: --readme: {args.readme} has no "
+                             f"'{README_BEGIN}' block")
 
 
 def cmd_info(out=None):
@@ -168,9 +213,10 @@ def _gpu():
 
 def main(argv=None):
     """Entry point of the ``fastopt`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if args.command == "bench":
-        cmd_bench(args)
+        cmd_bench(args, command=" ".join(["fastopt"] + argv))
     else:
         cmd_info()
     return 0

@@ -1,7 +1,7 @@
 """Plain NumPy implementations: the test oracle, and the ``"numpy"`` backend.
 
 Written for reading, not for speed. Every function updates its arrays in place and
-follows DESIGN section 3 (torch.optim's maths, plus L1). Arithmetic runs in the
+follows torch.optim's maths (plus L1; see README, "Maths"). Arithmetic runs in the
 arrays' dtype; scalars that depend on the step are computed in float64 and cast once,
 exactly as the compiled kernels do, so that the kernels can be compared to this
 module with tight tolerances.

@@ -1,4 +1,5 @@
-"""The fastopt command: a tiny bench run checks the table and the JSON schema."""
+"""The fastopt command: tiny bench runs check the table, the summary, the JSON schema and the
+records; the reports are checked on results made up for the purpose."""
 
 import json
 import subprocess
@@ -6,14 +7,19 @@ import sys
 
 import pytest
 
-from fastopt import benchmark, cli
+from fastopt import bench_report, benchmark, cli
+from fastopt.benchmark import Result
 
 
 def test_bench_tiny_run_table_and_json(tmp_path, capsys):
     path = tmp_path / "out.json"
     cli.main(["bench", "--sizes", "4K", "--kernels", "adam,sgd_momentum", "--lists", "mlp",
-              "--methods", "roofline,numba,numpy", "--rounds", "2", "--json", str(path)])
+              "--methods", "roofline,numba,numpy", "--rounds", "2", "--table",
+              "--json", str(path)])
     out = capsys.readouterr()
+    summary = out.out[out.out.index("summary:"):].splitlines()
+    assert [line.split()[:3] for line in summary[3:]] == [
+        ["sgd_momentum", "numba", "2"], ["adam", "numba", "2"]]  # the summary ends the run
     header = [line for line in out.out.splitlines() if line.startswith("kernel")][0]
     assert header.split() == ["kernel", "size", "method", "min", "ms", "median", "ms",
                               "GB/s", "roofline", "vs", "numpy", "vs", "torch"]
@@ -44,7 +50,7 @@ def test_bench_plot(tmp_path):
 
 def test_bench_empty_sizes_runs_the_parameter_lists_only(capsys):
     cli.main(["bench", "--sizes", "", "--kernels", "sgd_momentum", "--lists", "mlp",
-              "--methods", "numpy", "--rounds", "1"])
+              "--methods", "numpy", "--rounds", "1", "--table"])
     rows = [line.split() for line in capsys.readouterr().out.splitlines()
             if line.startswith("sgd_momentum")]
     assert [row[1] for row in rows] == ["mlp"]
@@ -75,3 +81,73 @@ def test_resnet50_parameter_list_is_the_real_one():
     shapes = benchmark.resnet50_shapes()
     assert len(shapes) == 161
     assert sum(int(__import__("numpy").prod(s)) for s in shapes) == 25_557_032
+
+
+def _result(kernel, size, method, roofline, numpy, torch):
+    return Result(kernel=kernel, size=size, elements=1, tensors=1, method=method, min_ms=1.0,
+                  median_ms=1.0, gbps=1.0, roofline_fraction=roofline,
+                  speedup_vs_numpy=numpy, speedup_vs_torch=torch)
+
+
+MADE_UP = [
+    _result("adam", "1M", "numba", 0.5, 4.0, 1.0),
+    _result("adam", "64M", "numba", 0.8, 16.0, 4.0),
+    _result("adam", "1M", "numpy", 0.1, 1.0, 0.25),
+    _result("batchnorm", "256x1024", "c", 0.9, 10.0, None),
+    _result("adam", "1M", "c", 0.6, 5.0, 1.2),
+]
+
+
+def test_summary_gives_geometric_means_and_ranges_per_family_and_backend():
+    rows = bench_report.summary_rows(MADE_UP)
+    assert rows == [
+        ["adam", "numba", "2", "2.00x (1.00-4.00)", "8.0x (4.0-16.0)", "0.63 (0.50-0.80)"],
+        ["adam", "c", "1", "1.20x", "5.0x", "0.60"],
+        ["batchnorm", "c", "1", "-", "10.0x", "0.90"],
+    ]
+
+
+def test_markdown_record_and_readme_block(tmp_path):
+    info = {"fastopt": "9.9", "commit": "abc1234", "processor": "Some CPU", "cpus": 3,
+            "platform": "Linux-x", "python": "3.11.7", "numpy": "2.4.6", "numba_threads": 3}
+    record = bench_report.markdown(MADE_UP, info, "fastopt bench --full", chart="chart.png")
+    assert "Made by `fastopt bench --full`" in record and "commit abc1234" in record
+    assert "Some CPU, 3 logical CPUs" in record and "Numba 3" in record
+    assert "| adam | numba | 2 | 2.00x (1.00-4.00) |" in record
+    assert "![fraction of the memory roofline](chart.png)" in record
+    assert record.count("| adam | 1M |") == 3  # every case, every method
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{bench_report.README_BEGIN}\nold\n{bench_report.README_END}\n"
+                      "rest\n")
+    bench_report.update_readme(readme, bench_report.readme_block(
+        MADE_UP, info, "fastopt bench --full", record="docs/benchmarks.md"))
+    text = readme.read_text()
+    assert text.startswith("intro\n" + bench_report.README_BEGIN) and text.endswith("rest\n")
+    assert "old" not in text and "[docs/benchmarks.md](docs/benchmarks.md)" in text
+    with pytest.raises(ValueError, match="block"):
+        bench_report.update_readme(_plain(tmp_path), "x")
+
+
+def _plain(tmp_path):
+    path = tmp_path / "plain.md"
+    path.write_text("no markers here\n")
+    return path
+
+
+def test_bench_writes_its_records(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{bench_report.README_BEGIN}\n{bench_report.README_END}\n")
+    cli.main(["bench", "--sizes", "2K", "--kernels", "adagrad", "--lists", "",
+              "--methods", "roofline,numba,numpy", "--rounds", "1",
+              "--markdown", str(tmp_path / "docs" / "bench.md"), "--readme", str(readme)])
+    record = (tmp_path / "docs" / "bench.md").read_text()
+    assert "Made by `fastopt bench --sizes 2K" in record and "| adagrad | 2K | numba |" in record
+    assert "| adagrad | numba | 1 |" in readme.read_text()
+    assert "[docs/bench.md](docs/bench.md)" in readme.read_text()
+
+
+def test_bench_refuses_a_readme_without_the_block_before_running(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="block"):
+        cli.main(["bench", "--sizes", "2K", "--kernels", "adagrad", "--readme",
+                  str(_plain(tmp_path))])
+    assert "[1/" not in capsys.readouterr().err  # nothing was timed

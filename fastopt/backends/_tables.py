@@ -154,7 +154,7 @@ def _last_level_cache_bytes(default=8 << 20):
 
 # Input bytes of one batch-norm window: its statistics pass leaves them in the last-level
 # cache for its affine pass. A quarter of the cache leaves room for the output and for
-# whatever else runs; measured on a 32 MiB L3 (bench/RESULTS.md), 4-16 MiB all do well.
+# whatever else runs; measured on a 32 MiB L3, windows of 4-16 MiB all did well.
 WINDOW_BYTES = min(max(_last_level_cache_bytes() // 4, 1 << 20), 16 << 20)
 
 

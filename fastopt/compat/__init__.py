@@ -1,4 +1,4 @@
-"""Drop-in adapters for NumPy trainers people already have (DESIGN section 7).
+"""Drop-in adapters for NumPy trainers people already have.
 
 Each adapter keeps its library's names, signatures, defaults and maths (including
 where they differ from torch.optim) and runs fastopt's fused kernels underneath:
