@@ -10,6 +10,7 @@ from .batchnorm import BatchNorm, batchnorm_backward, batchnorm_forward
 from .grads import all_finite, clip_grad_norm_, global_norm
 from .lr_finder import LRFindResult, lr_find
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from .plateau import EarlyStopping
 
 __version__ = "0.1.0"
 
@@ -17,5 +18,5 @@ __all__ = [
     "SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Optimizer",
     "functional", "schedules", "lr_find", "LRFindResult", "available_backends",
     "global_norm", "clip_grad_norm_", "all_finite",
-    "BatchNorm", "batchnorm_forward", "batchnorm_backward",
+    "BatchNorm", "batchnorm_forward", "batchnorm_backward", "EarlyStopping",
 ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._params import copy_buffer, copy_into, flat_params
 from .optim import Adam
 
 
@@ -38,14 +39,6 @@ class LRFindResult:
         plt.close(fig)
 
 
-def _arrays(params):
-    if isinstance(params, Mapping):
-        return list(params.values())
-    if isinstance(params, (list, tuple)):
-        return list(params)
-    raise TypeError(f"params must be a list or a dict of arrays, got {type(params).__name__}")
-
-
 def _suggest(lrs, losses):
     """The lr where the smoothed loss falls fastest against log(lr)."""
     if len(losses) < 3:
@@ -65,6 +58,9 @@ def lr_find(params, loss_and_grads, *, optimizer=Adam, start_lr=1e-7, end_lr=10.
     ``1 - smooth**(t+1)``; the sweep stops once the smoothed loss exceeds ``diverge``
     times the best seen (or the loss stops being finite). The params are restored
     exactly afterwards, also when the sweep stops on an error.
+
+    ``params`` may be a list, a dict or param groups; the swept lr applies to every
+    group (a group's own "lr" is left out for the sweep), its other options stay.
     """
     if not (isinstance(start_lr, (int, float)) and isinstance(end_lr, (int, float))):
         raise TypeError("start_lr and end_lr must be numbers")
@@ -77,8 +73,11 @@ def lr_find(params, loss_and_grads, *, optimizer=Adam, start_lr=1e-7, end_lr=10.
         raise ValueError(f"smooth must be in [0, 1), got {smooth}")
     if not diverge > 1:
         raise ValueError(f"diverge must be > 1, got {diverge}")
-    arrays = _arrays(params)
-    saved = [a.copy() for a in arrays]
+    arrays = flat_params(params)
+    _, saved = copy_buffer(arrays)
+    copy_into(saved, arrays)
+    if isinstance(params, (list, tuple)) and isinstance(params[0], Mapping):
+        params = [{k: v for k, v in group.items() if k != "lr"} for group in params]
     ratio = end_lr / start_lr
 
     def schedule(step):
@@ -105,6 +104,5 @@ def lr_find(params, loss_and_grads, *, optimizer=Adam, start_lr=1e-7, end_lr=10.
             best = min(best, smoothed)
             opt.step(grads)
     finally:
-        for target, value in zip(arrays, saved):
-            np.copyto(target, value)
+        copy_into(arrays, saved)
     return LRFindResult(lrs=lrs, losses=losses, suggestion=_suggest(lrs, losses))

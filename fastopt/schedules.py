@@ -18,11 +18,16 @@ calls to ``scheduler.step()``):
 ``cyclic``             CyclicLR (triangular, triangular2, exp_range)
 ``one_cycle``          OneCycleLR (cos or linear anneal, two or three phases)
 =====================  ==========================================================
+
+:class:`ReduceLROnPlateau` is closed-loop instead: it watches a metric and lowers the
+optimizer's group lrs itself (see :mod:`fastopt.plateau`).
 """
 
 import bisect
 import math
 import numbers
+
+from .plateau import ReduceLROnPlateau  # noqa: F401 - a public name of this module
 
 
 def _step(step):

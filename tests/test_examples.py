@@ -37,3 +37,17 @@ def test_sklearn_mlp_under_accelerate_is_identical(capsys):
     assert np.all(np.diff(result["fast"].loss_curve_) < 0)  # the loss goes down
     out = capsys.readouterr().out
     assert "identical loss curves and weights: True" in out and "optimizer step:" in out
+
+
+def test_digits_with_plateau_and_early_stopping(capsys):
+    pytest.importorskip("sklearn")
+    result = _load("digits_early_stopping").main(["--quick"])
+    history = result["history"]
+    assert result["stopped"] and len(history) < 40  # stopped before the epochs ran out
+    lrs = [h["lr"] for h in history]
+    assert lrs[0] == 3e-3 and min(lrs) < 3e-3 and lrs == sorted(lrs, reverse=True)
+    best = min(h["val_loss"] for h in history)
+    assert result["best"] == best == history[result["best_step"]]["val_loss"]
+    assert result["restored_loss"] == best  # the best epoch's params, bit for bit
+    assert history[-1]["val_loss"] != best
+    assert "params restored" in capsys.readouterr().out

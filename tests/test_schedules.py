@@ -176,6 +176,30 @@ def test_lr_find_restores_params_on_error_and_checks_arguments():
     np.testing.assert_array_equal(params[0], np.ones(3))
 
 
+def test_lr_find_over_param_groups_sweeps_every_group_and_restores(rng):
+    a, b = rng.standard_normal((4, 3)), rng.standard_normal(5)
+    groups = [{"params": [a], "lr": 5.0, "weight_decay": 0.01}, {"params": [b]}]
+    before = [a.copy(), b.copy()]
+    seen = []
+
+    def loss_and_grads(params):
+        x, y = params[0]["params"][0], params[1]["params"][0]
+        seen.append((x.copy(), y.copy()))
+        return float((x * x).sum() + (y * y).sum()), [2 * x, 2 * y]
+
+    result = fastopt.lr_find(groups, loss_and_grads, optimizer=fastopt.SGD, start_lr=1e-3,
+                             end_lr=10.0, num_it=20)
+    np.testing.assert_array_equal(a, before[0])
+    np.testing.assert_array_equal(b, before[1])
+    assert groups[0]["lr"] == 5.0  # the caller's groups are left as they were
+    assert result.lrs[0] == 1e-3 and len(result.lrs) >= 3
+    # Both groups moved at the swept lr (group 0's 5.0 would have diverged at once),
+    # group 0 with its own weight decay: x1 = x0 - lr*(2*x0 + 0.01*x0).
+    (x0, y0), (x1, y1) = seen[0], seen[1]
+    np.testing.assert_allclose(x1, x0 - 1e-3 * (2 * x0 + 0.01 * x0), rtol=1e-12)
+    np.testing.assert_allclose(y1, y0 - 1e-3 * 2 * y0, rtol=1e-12)
+
+
 # -- clipping -------------------------------------------------------------------------
 
 
