@@ -232,12 +232,37 @@ def element_functions(jit):
 # Host side: per-step scalars, computed in float64 and cast once to the dtype.
 
 
-def _pack(dtype, values):
+_GRAD_PREP_NAMES = {SCALE: "grad_scale", WD: "weight_decay", L1: "l1"}
+
+
+def _pack(dtype, values, names):
+    """The scalars in ``dtype``; ``names`` says which hyperparameter each index comes
+    from, for the error when one does not fit the dtype: a value that overflows it (as
+    ``lr=1e39`` overflows float32) or a grad_scale that rounds to 0 would write inf or
+    NaN into every element, so it is refused before anything is written."""
     # Python floats are float64, so np.array(..., dtype) rounds each value once.
     h = [0.0] * HYPER_LEN
     for index, value in values.items():
         h[index] = value
+    rounds_to_inf, rounds_to_zero = _ROUNDING[dtype]
+    if not max(map(abs, h)) < rounds_to_inf or abs(h[SCALE]) <= rounds_to_zero:
+        for index, value in values.items():
+            if not abs(value) < rounds_to_inf or (index == SCALE
+                                                  and abs(value) <= rounds_to_zero):
+                name = {**_GRAD_PREP_NAMES, **names}.get(index, "a hyperparameter")
+                became = "0" if abs(value) < 1 else "inf"
+                raise ValueError(f"{name} does not fit the params' dtype "
+                                 f"{np.dtype(dtype)}: {value!r} becomes {became} there")
     return np.array(h, dtype=dtype)
+
+
+# Per dtype, the magnitudes from which a float64 rounds to inf (the midpoint between
+# the largest finite value and the next power of two) and at or below which it
+# rounds to 0 (half the smallest subnormal). Keyed by dtype and by scalar type.
+_ROUNDING = {}
+for _type, _inf, _zero in ((np.float32, 2.0 ** 128 - 2.0 ** 103, 2.0 ** -150),
+                           (np.float64, float("inf"), 0.0)):
+    _ROUNDING[_type] = _ROUNDING[np.dtype(_type)] = (_inf, _zero)
 
 
 def _grad_prep(grad_scale, maximize, weight_decay, l1):
@@ -250,7 +275,11 @@ def sgd_hyper(dtype, *, lr, momentum, dampening, first, weight_decay, l1, maximi
     values = _grad_prep(grad_scale, maximize, weight_decay, l1)
     values.update({SGD_LR: lr, SGD_MOMENTUM: momentum, SGD_DAMPENED: 1.0 - dampening,
                    SGD_FIRST: 1.0 if first else 0.0})
-    return _pack(dtype, values)
+    return _pack(dtype, values, {SGD_LR: "lr", SGD_MOMENTUM: "momentum",
+                                 SGD_DAMPENED: "dampening"})
+
+
+_RMS_NAMES = {RMS_LR: "lr", RMS_EPS: "eps", RMS_MOMENTUM: "momentum"}
 
 
 def rmsprop_hyper(dtype, *, lr, alpha, eps, momentum, weight_decay, l1, maximize, grad_scale):
@@ -258,7 +287,7 @@ def rmsprop_hyper(dtype, *, lr, alpha, eps, momentum, weight_decay, l1, maximize
     values = _grad_prep(grad_scale, maximize, weight_decay, l1)
     values.update({RMS_LR: lr, RMS_ALPHA: alpha, RMS_ONE_MINUS_ALPHA: 1.0 - alpha,
                    RMS_EPS: eps, RMS_MOMENTUM: momentum})
-    return _pack(dtype, values)
+    return _pack(dtype, values, _RMS_NAMES)
 
 
 def adam_hyper(dtype, *, step, lr, beta1, beta2, eps, weight_decay, decoupled, l1, maximize,
@@ -275,21 +304,22 @@ def adam_hyper(dtype, *, step, lr, beta1, beta2, eps, weight_decay, decoupled, l
         ADAM_EPS: eps,
         ADAM_DECAY: 1.0 - lr * weight_decay if decoupled else 1.0,
     })
-    return _pack(dtype, values)
+    return _pack(dtype, values, {ADAM_STEP_SIZE: "lr (as lr / (1 - beta1**step))",
+                                 ADAM_EPS: "eps", ADAM_DECAY: "lr * weight_decay (AdamW)"})
 
 
 def adagrad_hyper(dtype, *, step, lr, lr_decay, eps, weight_decay, l1, maximize, grad_scale):
     """Scalars for :func:`adagrad_update` at step ``step`` (1-based, already incremented)."""
     values = _grad_prep(grad_scale, maximize, weight_decay, l1)
     values.update({ADAGRAD_CLR: lr / (1.0 + (step - 1) * lr_decay), ADAGRAD_EPS: eps})
-    return _pack(dtype, values)
+    return _pack(dtype, values, {ADAGRAD_CLR: "lr", ADAGRAD_EPS: "eps"})
 
 
 def velocity_hyper(dtype, *, lr, momentum, grad_scale=None):
     """Scalars for :func:`velocity_update`."""
     values = _grad_prep(grad_scale, False, 0.0, 0.0)
     values.update({VEL_LR: lr, VEL_MOMENTUM: momentum})
-    return _pack(dtype, values)
+    return _pack(dtype, values, {VEL_LR: "lr", VEL_MOMENTUM: "momentum"})
 
 
 def rmsprop_sq_hyper(dtype, *, lr, alpha, eps, grad_scale=None):
@@ -297,7 +327,7 @@ def rmsprop_sq_hyper(dtype, *, lr, alpha, eps, grad_scale=None):
     values = _grad_prep(grad_scale, False, 0.0, 0.0)
     values.update({RMS_LR: lr, RMS_ALPHA: alpha, RMS_ONE_MINUS_ALPHA: 1.0 - alpha,
                    RMS_EPS: eps})
-    return _pack(dtype, values)
+    return _pack(dtype, values, _RMS_NAMES)
 
 
 def adam_sq_hyper(dtype, *, step, lr, beta1, beta2, eps, corrected, grad_scale=None):
@@ -312,4 +342,4 @@ def adam_sq_hyper(dtype, *, step, lr, beta1, beta2, eps, corrected, grad_scale=N
         ADAM_SQ_LR: lr if corrected else lr * math.sqrt(bias_correction2) / bias_correction1,
         ADAM_SQ_BC1: bias_correction1, ADAM_SQ_BC2: bias_correction2, ADAM_SQ_EPS: eps,
     })
-    return _pack(dtype, values)
+    return _pack(dtype, values, {ADAM_SQ_LR: "lr", ADAM_SQ_EPS: "eps"})

@@ -144,6 +144,17 @@ def _window_passes(runner):
     return _bn_passes.window_passes(_per_channel_maths(runner), sums, scale_shift, affine)
 
 
+def _share_memory(a, b):
+    """Whether two channel vectors' data overlap (both on the host or both on a device)."""
+    if isinstance(a, np.ndarray) != isinstance(b, np.ndarray):
+        return False
+    if isinstance(a, np.ndarray):
+        return np.may_share_memory(a, b)
+    a0, b0 = _device.address(a), _device.address(b)
+    return bool(a.size and b.size) and a0 < b0 + b.size * b.dtype.itemsize \
+        and b0 < a0 + a.size * a.dtype.itemsize
+
+
 def _channel_vector(v, name, channels, dtype, writable=False):
     if _device.is_device_array(v):
         v = _device.as_device_array(v)
@@ -210,6 +221,9 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
                 raise TypeError(f"{name} must be a float32 or float64 array")
             checked.append(_channel_vector(v, name, channels, v.dtype, writable=True))
         running_mean, running_var = checked
+        if _share_memory(running_mean, running_var):
+            raise ValueError("running_mean and running_var share memory; both are updated "
+                             "in place, so pass two separate arrays")
     if training and n <= 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input "
                          f"of shape {x.shape}")

@@ -209,8 +209,9 @@ def plot(results, path):
     colours = dict(zip(methods, plt.get_cmap("tab10").colors))
     columns = min(len(families), 4)
     rows = -(-len(families) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.8 * rows),
-                             squeeze=False)
+    most = max(len({r.size for r in shown if r.kernel == f}) for f in families)
+    fig, axes = plt.subplots(rows, columns, squeeze=False,
+                             figsize=(3.6 * columns, max(2.8, 0.45 * most + 1.0) * rows))
     height = 0.8 / len(methods)
     for ax, family in zip(axes.flat, families):
         sizes = list(dict.fromkeys(r.size for r in shown if r.kernel == family))

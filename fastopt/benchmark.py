@@ -105,14 +105,16 @@ def _null_kernels():
     Returns {number of state arrays: kernel}."""
     import numba
 
-    @numba.njit(parallel=True, cache=True)
+    from .backends._numba_cache import disk_cache
+
+    @numba.njit(parallel=True, cache=disk_cache())
     def null1(p, g, a):
         for i in numba.prange(p.size):
             gi = g[i]
             p[i] += gi
             a[i] += gi
 
-    @numba.njit(parallel=True, cache=True)
+    @numba.njit(parallel=True, cache=disk_cache())
     def null2(p, g, a, b):
         for i in numba.prange(p.size):
             gi = g[i]
@@ -120,7 +122,7 @@ def _null_kernels():
             a[i] += gi
             b[i] += gi
 
-    @numba.njit(parallel=True, cache=True)
+    @numba.njit(parallel=True, cache=disk_cache())
     def null3(p, g, a, b, c):
         for i in numba.prange(p.size):
             gi = g[i]
@@ -320,7 +322,9 @@ def _null_batchnorm():
     reordered so that they vectorise (a scalar add chain is not memory-bound)."""
     import numba
 
-    @numba.njit(parallel={"fusion": False}, fastmath={"reassoc"}, cache=True)
+    from .backends._numba_cache import disk_cache
+
+    @numba.njit(parallel={"fusion": False}, fastmath={"reassoc"}, cache=disk_cache())
     def null_bn(x, dy, y, dx):
         n = x.size
         s = 0.0

@@ -14,8 +14,11 @@ In every rule the gradient is first prepared as::
     g = g + l1 * sign(p)               (sign(0) = 0)
 """
 
-from . import _validate, backends
-from ._tensorset import TensorSet
+import threading
+
+from . import _safety, _validate, backends
+from ._rules import RULES
+from ._tensorset import TensorSet, flat_view
 
 # ---------------------------------------------------------------------------
 # Hyperparameter checks (shared with fastopt.optim), as torch.optim makes them.
@@ -118,23 +121,35 @@ def run_rule(rule, params, grads, states, hyper, backend=None):
             raise ValueError(f"got {len(arrays)} {name} arrays for {len(params)} params")
         state_lists[name] = [_validate.state(s, p, f"{name} {i}") for i, (s, p) in
                              enumerate(zip(arrays, params))]
+    sets, spans = _tensor_sets(rule, params, state_lists)
+    spans.check_grads(flat_grads, lambda i: f"grad {i}")
+    packed = [RULES[rule].pack(tensors.dtype, hyper) for tensors in sets]  # fit, or raise
     runner = backends.get_backend(backend_name)
-    for tensors in _tensor_sets(rule, params, state_lists):
-        runner.optim_step(rule, tensors, [flat_grads[i] for i in tensors.indices], hyper)
+    with _safety.deferred_interrupt():
+        for tensors, scalars in zip(sets, packed):
+            runner.optim_step(rule, tensors, [flat_grads[i] for i in tensors.indices],
+                              hyper, scalars)
 
 
-_SETS = {}  # (rule, param ids, state ids) -> (TensorSets, the arrays they describe)
+_SETS = {}  # (rule, param ids, state ids) -> (TensorSets, Spans, the arrays they describe)
 _SETS_MAX = 256
+_SETS_LOCK = threading.Lock()
 
 
 def _tensor_sets(rule, params, state_lists):
-    """The TensorSets (one per dtype) of validated params and states, cached while the
-    same array objects come back, as when a trainer calls once per step with the
+    """The TensorSets (one per dtype) of validated params and states, and their
+    :class:`fastopt._safety.Spans` (params and states must not overlap), cached while
+    the same array objects come back, as when a trainer calls once per step with the
     same weights and state (the cache holds references, so an id is never reused)."""
     key = (rule, tuple(map(id, params)),
            tuple((name, tuple(map(id, arrays))) for name, arrays in state_lists.items()))
-    entry = _SETS.get(key)
+    with _SETS_LOCK:
+        entry = _SETS.get(key)
     if entry is None:
+        arrays = list(params) + [a for group in state_lists.values() for a in group]
+        names = [f"param {i}" for i in range(len(params))] + [
+            f"{name} {i}" for name, group in state_lists.items() for i in range(len(group))]
+        spans = _safety.Spans([flat_view(a) for a in arrays], names)
         by_dtype = {}
         for i, p in enumerate(params):
             by_dtype.setdefault(p.dtype, []).append(i)
@@ -142,10 +157,12 @@ def _tensor_sets(rule, params, state_lists):
                           {name: [arrays[i] for i in indices]
                            for name, arrays in state_lists.items()})
                 for indices in by_dtype.values()]
-        if len(_SETS) >= _SETS_MAX:
-            del _SETS[next(iter(_SETS))]
-        entry = _SETS[key] = (sets, params, state_lists)
-    return entry[0]
+        entry = (sets, spans, params, state_lists)
+        with _SETS_LOCK:
+            if len(_SETS) >= _SETS_MAX:
+                _SETS.pop(next(iter(_SETS)), None)
+            _SETS[key] = entry
+    return entry[0], entry[1]
 
 
 def sgd_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0,

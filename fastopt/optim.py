@@ -5,11 +5,13 @@ adds ``l1``. State lives in one arena per state name and dtype for each param gr
 and one step is one fused multi-tensor kernel call per group and dtype.
 """
 
+import threading
 from collections.abc import Mapping
 
 import numpy as np
 
-from . import _device, _validate, backends
+from . import _device, _safety, _validate, backends
+from ._rules import RULES
 from ._tensorset import TensorSet
 from .functional import CHECKS
 from .grads import _all_finite_flat
@@ -68,6 +70,10 @@ class Optimizer:
         if any(keyed) and not all(keyed):
             raise ValueError("mix of dict and list params; use one structure")
         self._keyed = all(keyed)
+        self._spans = _safety.Spans(self._flat, [f"param {n}" for n in self._names])
+        # One step at a time: a step reads and writes the whole state, and a second
+        # thread's step would interleave with it (an uncontended lock costs ~0.1 us).
+        self._lock = threading.Lock()
 
     # -- structure ----------------------------------------------------------------
 
@@ -113,8 +119,10 @@ class Optimizer:
         else:
             raise TypeError("grads must be a list, a tuple or a dict of arrays, "
                             f"like params; got {type(grads).__name__}")
-        return [_validate.flat_grad(g, p, f"grad {name}")
+        flat = [_validate.flat_grad(g, p, f"grad {name}")
                 for g, p, name in zip(ordered, self._flat, self._names)]
+        self._spans.check_grads(flat, lambda i: f"grad {self._names[i]}")
+        return flat
 
     def _checked_hyper(self, group, grad_scale):
         lr = group["lr"]
@@ -131,7 +139,14 @@ class Optimizer:
         ``grad_scale`` divides every gradient inside the kernel. Returns True, or
         False when ``skip_nonfinite`` is set and a gradient holds NaN or Inf (then
         nothing changes, the step counter included).
+
+        Steps from several threads are taken one at a time, each whole; a Ctrl-C that
+        arrives while the kernels run is raised once they are done.
         """
+        with self._lock:
+            return self._step(grads, grad_scale)
+
+    def _step(self, grads, grad_scale):
         flat_grads = self._match_grads(grads)
         grad_scale = _validate.grad_scale(grad_scale)
         plan = []
@@ -144,12 +159,15 @@ class Optimizer:
                         "this step needs state " + repr(sorted(needed)) + " but the group "
                         "was built with " + repr(sorted(tensors.states)) + "; options that "
                         "add or remove state cannot change after construction")
-                plan.append((tensors, [flat_grads[i] for i in tensors.indices], hyper))
+                packed = RULES[self._rule].pack(tensors.dtype, hyper)  # fits, or raises
+                plan.append((tensors, [flat_grads[i] for i in tensors.indices], hyper,
+                             packed))
         if self.skip_nonfinite and not _all_finite_flat(flat_grads, self._backend):
             return False
-        for tensors, group_grads, hyper in plan:
-            self._backend.optim_step(self._rule, tensors, group_grads, hyper)
-        self._steps += 1
+        with _safety.deferred_interrupt():
+            for tensors, group_grads, hyper, packed in plan:
+                self._backend.optim_step(self._rule, tensors, group_grads, hyper, packed)
+            self._steps += 1
         return True
 
     @property
@@ -175,6 +193,10 @@ class Optimizer:
         Keys: ``optimizer``, ``steps``, ``group.G.OPTION`` (schedules are code and are
         not saved) and ``state.I.NAME`` for param ``I`` in flat order.
         """
+        with self._lock:
+            return self._state_dict()
+
+    def _state_dict(self):
         sd = {"optimizer": type(self).__name__, "steps": self._steps}
         for gi, group in enumerate(self.param_groups):
             for key, value in group.items():
@@ -192,7 +214,10 @@ class Optimizer:
         Everything is checked first; a state that does not fit these params raises
         ``ValueError`` and leaves the optimizer exactly as it was.
         """
-        sd = dict(state_dict)
+        with self._lock:
+            self._load_state_dict(dict(state_dict))
+
+    def _load_state_dict(self, sd):
         kind = _plain(sd.get("optimizer"))
         if kind != type(self).__name__:
             raise ValueError(f"state_dict is for {kind!r}, not {type(self).__name__}")
@@ -231,14 +256,15 @@ class Optimizer:
         extra = sorted(set(sd) - expected)
         if extra:
             raise ValueError(f"state_dict has entries these params do not: {extra[:5]}")
-        for target, source in writes:
-            if self._on_device:
-                _device.write(target, source)
-            else:
-                np.copyto(target, source)
-        for group, updated in zip(self.param_groups, new_groups):
-            group.update(updated)
-        self._steps = steps
+        with _safety.deferred_interrupt():  # all of it or none of it
+            for target, source in writes:
+                if self._on_device:
+                    _device.write(target, source)
+                else:
+                    np.copyto(target, source)
+            for group, updated in zip(self.param_groups, new_groups):
+                group.update(updated)
+            self._steps = steps
 
     def __repr__(self):
         options = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())

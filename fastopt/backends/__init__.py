@@ -11,6 +11,7 @@ without Numba.
 import importlib
 import importlib.util
 import os
+import warnings
 
 _MODULES = {
     "numba": "fastopt.backends.numba_cpu",
@@ -40,7 +41,7 @@ def _load(name):
             raise RuntimeError(f"backend {name!r} is not available here: {_failures[name]}")
         try:
             backend = _loaded[name] = importlib.import_module(_MODULES[name]).BACKEND
-        except ImportError as error:
+        except Exception as error:  # not installed (ImportError), or cannot start here
             _failures[name] = error
             raise RuntimeError(f"backend {name!r} is not available here: {error}") from error
     return backend
@@ -55,10 +56,20 @@ def _installed(name):
 
 
 def default_backend():
-    """The backend used when neither the argument nor FASTOPT_BACKEND names one."""
+    """The backend used when neither the argument nor FASTOPT_BACKEND names one: the
+    first of numba, c and numpy that loads. One that is installed but fails to load
+    (say, Numba on a machine where it cannot compile) is passed over with a warning."""
     for name in ("numba", "c"):
-        if _installed(name) and name not in _failures:
-            return name
+        if not _installed(name) or name in _failures:
+            continue
+        try:
+            _load(name)
+        except RuntimeError as error:
+            if not isinstance(_failures.get(name), ImportError):
+                warnings.warn(f"fastopt: {error}; using the next backend", RuntimeWarning,
+                              stacklevel=2)
+            continue
+        return name
     return "numpy"
 
 

@@ -116,7 +116,9 @@ def optim_tables(tensors, slots, parts):
 
 
 def with_grads(addresses, grads):
-    """Write this step's gradient addresses into the table (in place) and return it."""
+    """A copy of the cached table with this step's gradient addresses in it. (A copy:
+    two calls on the same arrays from two threads must not see each other's grads.)"""
+    addresses = addresses.copy()
     addresses[:, GRAD] = [address(g) for g in grads]
     return addresses
 
@@ -179,14 +181,17 @@ def bn_windows(shape, itemsize, streams, budget=None):
     return tuple(zip(cuts[:-1], cuts[1:]))
 
 
-def optim_launch(rule_name, tensors, grads, hyper, parts):
+def optim_launch(rule_name, tensors, grads, hyper, parts, packed=None):
     """What a compiled optimizer kernel needs for one step of rule ``rule_name`` on
     ``parts`` threads: ``(flags, addresses, chunks, packed)`` with this step's grad
-    addresses in the table and the rule's scalars packed in the tensors' dtype."""
+    addresses in the table and the rule's scalars packed in the tensors' dtype (as
+    given in ``packed``, when the caller packed them already)."""
     rule = RULES[rule_name]
     flags = rule.flags(hyper)
     addresses, chunks = optim_tables(tensors, rule.slots(flags), parts)
-    return flags, with_grads(addresses, grads), chunks, rule.pack(tensors.dtype, hyper)
+    if packed is None:
+        packed = rule.pack(tensors.dtype, hyper)
+    return flags, with_grads(addresses, grads), chunks, packed
 
 
 def bn_partials(shape, width=None):

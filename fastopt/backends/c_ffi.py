@@ -48,11 +48,12 @@ class CBackend:
         """The number of OpenMP threads a kernel runs on (1 for a serial build)."""
         return lib.fo_max_threads()
 
-    def optim_step(self, rule_name, tensors, grads, hyper):
-        """Apply one step of rule ``rule_name`` to every tensor of ``tensors``."""
+    def optim_step(self, rule_name, tensors, grads, hyper, packed=None):
+        """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` (with
+        its scalars ``packed`` already, or packed here)."""
         parts = self.threads() if _tables.parallel(tensors.total) else 1
         flags, addresses, chunks, packed = _tables.optim_launch(rule_name, tensors, grads,
-                                                                hyper, parts)
+                                                                hyper, parts, packed)
         ctype, tag = _TYPES[packed.dtype]
         variant = _math.RULE_IDS[rule_name] * 8 + flags[0] * 4 + flags[1] * 2 + flags[2]
         status = self._optim[tag](variant, _ptr("int64_t[]", addresses),

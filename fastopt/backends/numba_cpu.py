@@ -5,7 +5,7 @@ each chunk, applies the rule's per-element function to the param, grad and used 
 slots, reaching each tensor through its address. The rule's structural flags, the
 used slots and the dtype are closure constants, so each compiled variant has no
 branches on them, and LLVM vectorises the element loop. Compiled code is cached on
-disk (``cache=True``) so that a new process does not recompile.
+disk (``cache=CACHE``) so that a new process does not recompile.
 
 Work below ``_tables.PARALLEL_MIN_ELEMENTS`` runs on one thread (the same compiled
 kernel, launched with ``numba.set_num_threads(1)``): waking the pool costs more than
@@ -15,6 +15,8 @@ two-thread launch on a small array can cost milliseconds. (A kernel compiled wit
 vectorise the element loop, and runs 3-10x slower.)
 """
 
+import contextlib
+import threading
 from types import SimpleNamespace
 
 import numba
@@ -26,6 +28,7 @@ from numba.extending import intrinsic
 from .. import _bn_math, _bn_passes, _math
 from .._rules import RULES
 from . import _dispatch, _tables
+from ._numba_cache import disk_cache
 
 # Start Numba's threading layer before anything is compiled or loaded. Its start
 # registers the symbols that parallel kernels link against; a function loaded from the
@@ -33,6 +36,13 @@ from . import _dispatch, _tables
 # start it, and without those symbols loading one can crash the process (numba issues
 # #4807 and #8578; docs/design.md).
 numba.get_num_threads()
+
+# Numba's workqueue threading layer (its fallback where neither TBB nor OpenMP loads,
+# or chosen with NUMBA_THREADING_LAYER) aborts the process when two threads launch
+# parallel kernels at once; there, fastopt's launches take turns.
+_LAUNCH_LOCK = threading.Lock() if numba.threading_layer() == "workqueue" \
+    else contextlib.nullcontext()
+CACHE = disk_cache()  # cache=True, unless no place to cache is writable
 
 
 @intrinsic
@@ -59,21 +69,22 @@ _update_element = _dispatch.rule_dispatcher(
 
 def _launch(kernel, n_elements, *args):
     """``kernel(*args)`` on the thread pool, or on one thread for small work."""
-    if _tables.parallel(n_elements):
-        return kernel(*args)
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        return kernel(*args)
-    finally:
-        numba.set_num_threads(threads)
+    with _LAUNCH_LOCK:
+        if _tables.parallel(n_elements):
+            return kernel(*args)
+        threads = numba.get_num_threads()
+        try:
+            numba.set_num_threads(1)
+            return kernel(*args)
+        finally:
+            numba.set_num_threads(threads)
 
 
 def _make_optim_kernel(rule_id, flags, used, dtype):
     itemsize = np.dtype(dtype).itemsize
     G, S0, S1, S2 = _tables.GRAD, _tables.SLOT0, _tables.SLOT0 + 1, _tables.SLOT0 + 2
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
+    @numba.njit(parallel=True, cache=CACHE, nogil=True)
     def optim_kernel(addresses, chunks, hyper):
         h = _hyper_tuple(hyper)
         for c in numba.prange(chunks.shape[0]):
@@ -94,7 +105,7 @@ def _make_optim_kernel(rule_id, flags, used, dtype):
 def _make_reduction_kernels(dtype):
     itemsize = np.dtype(dtype).itemsize
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
+    @numba.njit(parallel=True, cache=CACHE, nogil=True)
     def chunk_sums_of_squares(addresses, chunks, out):
         for c in numba.prange(chunks.shape[0]):
             n = chunks[c, 2] - chunks[c, 1]
@@ -106,7 +117,7 @@ def _make_reduction_kernels(dtype):
                 acc += v * v
             out[c] = acc
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
+    @numba.njit(parallel=True, cache=CACHE, nogil=True)
     def chunk_finite(addresses, chunks, out):
         for c in numba.prange(chunks.shape[0]):
             n = chunks[c, 2] - chunks[c, 1]
@@ -120,10 +131,10 @@ def _make_reduction_kernels(dtype):
     return chunk_sums_of_squares, chunk_finite
 
 
-_bn_totals = numba.njit(cache=True, nogil=True)(_tables.bn_totals)
+_bn_totals = numba.njit(cache=CACHE, nogil=True)(_tables.bn_totals)
 
 
-@numba.njit(fastmath=False, cache=True)
+@numba.njit(fastmath=False, cache=CACHE)
 def _shifted(value, shift):
     """``float64(value) - shift``, compiled without fast-math flags: the callers may
     reorder their accumulations, but the shift is kept apart from them (a reassociated
@@ -135,7 +146,7 @@ def _shifted(value, shift):
 # sums per row, combined in an order fixed by the compiled code): 2.5x faster than a
 # scalar chain. It assumes nothing about NaN or Inf, the blocking depends on the shape
 # only, so results do not depend on the thread count.
-@numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc"})
+@numba.njit(parallel=True, cache=CACHE, nogil=True, fastmath={"reassoc"})
 def _bn_partial_sums(a, b, ka, kb, rows, cols, c0, s1, s2, same):
     """Float64 partial sums per (row block, channel) of the channels ``c0 <= c <
     c0 + s1.shape[1]``; each item has its own slot, to which its rows add in order.
@@ -190,7 +201,7 @@ def _bn_partial_sums(a, b, ka, kb, rows, cols, c0, s1, s2, same):
                 s2[rb, w] += sum2
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc"})
+@numba.njit(parallel=True, cache=CACHE, nogil=True, fastmath={"reassoc"})
 def _bn_partial_sums_rows(a, b, ka, kb, rows, c0, s1, s2, same):
     """The (outer, C) case of :func:`_bn_partial_sums` (channels-last, or (N, C)): each
     row block adds its rows into its own row of partial sums, vectorised over C, four
@@ -228,10 +239,10 @@ def _bn_partial_sums_rows(a, b, ka, kb, rows, c0, s1, s2, same):
                 sum2[c] += u * _shifted(y[c], kb[c])
 
 
-_bn_blocks = numba.njit(cache=True)(_tables.bn_blocks)
+_bn_blocks = numba.njit(cache=CACHE)(_tables.bn_blocks)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=CACHE, nogil=True)
 def _bn_window_sums(a, b, ka, kb, c0, c1):
     """The per-channel totals ``(s1, s2)`` of the window ``c0 <= c < c1``: partial sums
     over :func:`fastopt.backends._tables.bn_blocks`' blocking, added in block order.
@@ -253,7 +264,7 @@ def _bn_window_sums(a, b, ka, kb, c0, c1):
     return _bn_totals(s1, s2)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(parallel=True, cache=CACHE, nogil=True)
 def _bn_scale_shift(a, p, r, out, c0):
     """``out = a*p + r`` per channel ``c0 <= c < c0 + len(p)`` of (outer, C, inner)
     arrays, in their dtype."""
@@ -277,7 +288,7 @@ def _bn_scale_shift(a, p, r, out, c0):
                 y[i] = x[i] * pw + rw
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(parallel=True, cache=CACHE, nogil=True)
 def _bn_affine(a, b, p, q, r, out, c0):
     """``out = a*p + b*q + r`` per channel ``c0 <= c < c0 + len(p)`` of (outer, C,
     inner) arrays, in their dtype."""
@@ -304,13 +315,13 @@ def _bn_affine(a, b, p, q, r, out, c0):
 
 # Batch norm's per-channel maths compiled from the one NumPy source (one call per
 # forward or backward instead of about a dozen small NumPy calls).
-BN_MATH = SimpleNamespace(**{f.__name__: numba.njit(cache=True)(f)
+BN_MATH = SimpleNamespace(**{f.__name__: numba.njit(cache=CACHE)(f)
                                    for f in _bn_math.FUNCTIONS})
 
 # A window's forward and backward passes (fastopt._bn_passes) compiled around the
 # kernels above: one call per window.
 _BN_FORWARD, _BN_BACKWARD = _bn_passes.window_passes(
-    BN_MATH, _bn_window_sums, _bn_scale_shift, _bn_affine, numba.njit(cache=True, nogil=True))
+    BN_MATH, _bn_window_sums, _bn_scale_shift, _bn_affine, numba.njit(cache=CACHE, nogil=True))
 
 
 def _window_pass(compiled):
@@ -340,11 +351,12 @@ class NumbaBackend:
                 _math.RULE_IDS[rule.name], flags, used, np.dtype(dtype).type)
         return kernel
 
-    def optim_step(self, rule_name, tensors, grads, hyper):
-        """Apply one step of rule ``rule_name`` to every tensor of ``tensors``."""
+    def optim_step(self, rule_name, tensors, grads, hyper, packed=None):
+        """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` (with
+        its scalars ``packed`` already, or packed here)."""
         parts = numba.get_num_threads() if _tables.parallel(tensors.total) else 1
         flags, addresses, chunks, packed = _tables.optim_launch(rule_name, tensors, grads,
-                                                                hyper, parts)
+                                                                hyper, parts, packed)
         rule = RULES[rule_name]
         used = tuple(name is not None for name in rule.slots(flags))
         _launch(self._kernel(rule, flags, used, tensors.dtype), tensors.total,

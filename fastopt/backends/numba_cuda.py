@@ -24,6 +24,7 @@ from numba import config, cuda
 from .. import _device, _math
 from .._rules import RULES
 from . import _dispatch, _tables
+from ._numba_cache import disk_cache
 from ._tables import one_window  # CudaBackend has a method named _tables
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
@@ -163,7 +164,7 @@ def _bn_affine(a, b, p, q, r, out, use_b, c0):
         out[o, c0 + w, i] = v + r[w]
 
 
-_bn_totals = numba.njit(cache=True)(_tables.bn_totals)  # on the host copies
+_bn_totals = numba.njit(cache=disk_cache())(_tables.bn_totals)  # on the host copies
 
 
 def _blocks(n):
@@ -206,14 +207,15 @@ class CudaBackend:
                                            self._chunks(tensors.sizes[lo:hi]))
         return tables
 
-    def optim_step(self, rule_name, tensors, grads, hyper):
-        """Apply one step of rule ``rule_name`` to every tensor of ``tensors``."""
+    def optim_step(self, rule_name, tensors, grads, hyper, packed=None):
+        """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` (with
+        its scalars ``packed`` already, or packed here)."""
         rule = RULES[rule_name]
         flags = rule.flags(hyper)
         slots = rule.slots(flags)
         used = tuple(name is not None for name in slots)
         kernel = self._kernel(rule_name, flags, used)
-        h = tuple(rule.pack(tensors.dtype, hyper))
+        h = tuple(rule.pack(tensors.dtype, hyper) if packed is None else packed)
         for lo in range(0, len(tensors.params), MAX_TENSORS_PER_LAUNCH):
             hi = min(lo + MAX_TENSORS_PER_LAUNCH, len(tensors.params))
             addresses, chunks = self._tables(tensors, slots, (lo, hi))

@@ -15,8 +15,9 @@ class NumpyBackend:
 
     name = "numpy"
 
-    def optim_step(self, rule_name, tensors, grads, hyper):
-        """Apply one step of rule ``rule_name`` to every tensor of ``tensors``."""
+    def optim_step(self, rule_name, tensors, grads, hyper, packed=None):
+        """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` (the
+        reference takes the hyperparameters by name; ``packed`` is not used)."""
         rule = RULES[rule_name]
         slots = rule.slots(rule.flags(hyper))
         update = getattr(reference, rule_name)
