@@ -31,10 +31,11 @@ class TensorSet:
 
     ``params`` holds 1-D memory-order views; ``states[name]`` a list of 1-D views into
     one arena per name, aligned with ``params``. ``cache`` is free for backends to keep
-    per-set tables (addresses, chunk lists) in.
+    per-set tables (addresses, chunk lists) in; a set made again over the same arrays
+    may be given the earlier set's ``cache``.
     """
 
-    def __init__(self, params, indices, states):
+    def __init__(self, params, indices, states, cache=None):
         self.dtype = params[0].dtype
         self.shapes = [p.shape for p in params]
         self.orders = [memory_order(p) for p in params]
@@ -43,7 +44,7 @@ class TensorSet:
         self.sizes = np.array([p.size for p in self.params], dtype=np.int64)
         self.total = int(self.sizes.sum())
         self.states = {name: [flat_view(s) for s in arrays] for name, arrays in states.items()}
-        self.cache = {}
+        self.cache = {} if cache is None else cache
 
     @classmethod
     def with_arenas(cls, params, indices, state_names, fill=None):

@@ -95,12 +95,15 @@ def cmd_bench(args, out=None, command="fastopt bench"):
     rounds = args.rounds or rounds
     cases = benchmark.cases(sizes, lists, args.kernels, bn_shapes)
     # The machine is described after the run: reading the C build's thread count loads
-    # its OpenMP runtime, which must not happen before torch's (see benchmark.run).
+    # its OpenMP runtime, which must not happen before torch's (see benchmark.run). The
+    # commit is read before it: the code being timed is the code loaded now.
+    commit = bench_report.git_commit()
     print(f"fastopt bench: {len(cases)} cases, {rounds} rounds each, methods "
           f"{', '.join(args.methods)} on {benchmark.cpu_model()} ({os.cpu_count()} CPUs)",
           file=out, flush=True)
     results = benchmark.run(cases, args.methods, rounds, benchmark.progress_printer())
     info = benchmark.machine_info(gpu=any(m in benchmark.GPU_METHODS for m in args.methods))
+    info["commit"] = commit
     for path in (args.json, args.plot, args.markdown):
         if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -15,6 +15,7 @@ In every rule the gradient is first prepared as::
 """
 
 import threading
+import weakref
 
 from . import _safety, _validate, backends
 from ._rules import RULES
@@ -131,38 +132,49 @@ def run_rule(rule, params, grads, states, hyper, backend=None):
                               hyper, scalars)
 
 
-_SETS = {}  # (rule, param ids, state ids) -> (TensorSets, Spans, the arrays they describe)
+_SETS = {}  # (rule, param ids, state ids) -> (weak references, Spans, tables per dtype)
 _SETS_MAX = 256
 _SETS_LOCK = threading.Lock()
 
 
 def _tensor_sets(rule, params, state_lists):
     """The TensorSets (one per dtype) of validated params and states, and their
-    :class:`fastopt._safety.Spans` (params and states must not overlap), cached while
-    the same array objects come back, as when a trainer calls once per step with the
-    same weights and state (the cache holds references, so an id is never reused)."""
+    :class:`fastopt._safety.Spans` (params and states must not overlap).
+
+    What is slow to make (the address and chunk tables, the Spans) is cached while the
+    same array objects come back, as when a trainer calls once per step with the same
+    weights and state. The cache keeps weak references to those arrays, never the
+    arrays: a caller that drops its arrays gets its memory back, and an entry whose
+    arrays are gone (their ids may be reused) is made again."""
+    arrays = list(params) + [a for group in state_lists.values() for a in group]
     key = (rule, tuple(map(id, params)),
-           tuple((name, tuple(map(id, arrays))) for name, arrays in state_lists.items()))
+           tuple((name, tuple(map(id, group))) for name, group in state_lists.items()))
     with _SETS_LOCK:
         entry = _SETS.get(key)
+    if entry is not None and not all(ref() is a for ref, a in zip(entry[0], arrays)):
+        entry = None
+    by_dtype = {}
+    for i, p in enumerate(params):
+        by_dtype.setdefault(p.dtype, []).append(i)
     if entry is None:
-        arrays = list(params) + [a for group in state_lists.values() for a in group]
         names = [f"param {i}" for i in range(len(params))] + [
             f"{name} {i}" for name, group in state_lists.items() for i in range(len(group))]
         spans = _safety.Spans([flat_view(a) for a in arrays], names)
-        by_dtype = {}
-        for i, p in enumerate(params):
-            by_dtype.setdefault(p.dtype, []).append(i)
-        sets = [TensorSet([params[i] for i in indices], indices,
-                          {name: [arrays[i] for i in indices]
-                           for name, arrays in state_lists.items()})
-                for indices in by_dtype.values()]
-        entry = (sets, spans, params, state_lists)
-        with _SETS_LOCK:
-            if len(_SETS) >= _SETS_MAX:
-                _SETS.pop(next(iter(_SETS)), None)
-            _SETS[key] = entry
-    return entry[0], entry[1]
+        try:
+            refs = tuple(weakref.ref(a) for a in arrays)
+        except TypeError:  # an array type without weak references: made every call
+            refs = None
+        entry = (refs, spans, [{} for _ in by_dtype])
+        if refs is not None:
+            with _SETS_LOCK:
+                if len(_SETS) >= _SETS_MAX:
+                    _SETS.pop(next(iter(_SETS)), None)
+                _SETS[key] = entry
+    sets = [TensorSet([params[i] for i in indices], indices,
+                      {name: [group[i] for i in indices] for name, group in state_lists.items()},
+                      cache=tables)
+            for indices, tables in zip(by_dtype.values(), entry[2])]
+    return sets, entry[1]
 
 
 def sgd_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0,

@@ -240,3 +240,25 @@ def test_float32_overflow_is_refused_naming_the_hyperparameter(cls, kw, step_kw,
     cls([q], backend="numpy" if backend.on_device else None, **kw).step([np.ones(4)],
                                                                         **step_kw)
     assert np.isfinite(q).all()
+
+
+def test_functional_calls_do_not_keep_the_callers_arrays_alive(cpu_backend):
+    import gc
+    import weakref
+
+    refs = []
+    for _ in range(20):
+        p, g, m, v = (np.ones(1000, np.float32) for _ in range(4))
+        functional.adam_(p, g, m, v, step=1, lr=0.1)
+        refs.append(weakref.ref(p))
+        del p, g, m, v
+    gc.collect()
+    assert all(ref() is None for ref in refs)
+    # The same arrays called again reuse the cached tables and give the same numbers.
+    p, q = np.ones(5), np.ones(5)
+    state = [np.zeros(5) for _ in range(4)]
+    for step in (1, 2, 3):
+        functional.adam_(p, np.full(5, 0.5), state[0], state[1], step=step, lr=0.1)
+        functional.adam_(q, np.full(5, 0.5), state[2], state[3], step=step, lr=0.1,
+                         backend="numpy")
+    np.testing.assert_array_equal(p, q)
