@@ -19,11 +19,9 @@ def memory_order(array):
 
 
 def flat_view(array):
-    """A 1-D view of a contiguous (host or device) array in memory order (never a copy)."""
-    view = array.ravel(order=memory_order(array))
-    assert not isinstance(array, np.ndarray) or array.size == 0 \
-        or view.ctypes.data == array.ctypes.data
-    return view
+    """A 1-D view of a contiguous (host or device) array in memory order (never a copy:
+    ravel in an array's own memory order only views it; tests/test_backends.py checks)."""
+    return array.ravel(order=memory_order(array))
 
 
 class TensorSet:
@@ -31,20 +29,20 @@ class TensorSet:
 
     ``params`` holds 1-D memory-order views; ``states[name]`` a list of 1-D views into
     one arena per name, aligned with ``params``. ``cache`` is free for backends to keep
-    per-set tables (addresses, chunk lists) in; a set made again over the same arrays
-    may be given the earlier set's ``cache``.
+    per-set tables (addresses, chunk lists) in.
     """
 
-    def __init__(self, params, indices, states, cache=None):
+    def __init__(self, params, indices, states):
         self.dtype = params[0].dtype
         self.shapes = [p.shape for p in params]
         self.orders = [memory_order(p) for p in params]
         self.indices = list(indices)  # positions in the owner's flat param list
         self.params = [flat_view(p) for p in params]
-        self.sizes = np.array([p.size for p in self.params], dtype=np.int64)
-        self.total = int(self.sizes.sum())
+        sizes = [p.size for p in self.params]
+        self.sizes = np.array(sizes, dtype=np.int64)
+        self.total = sum(sizes)
         self.states = {name: [flat_view(s) for s in arrays] for name, arrays in states.items()}
-        self.cache = {} if cache is None else cache
+        self.cache = {}
 
     @classmethod
     def with_arenas(cls, params, indices, state_names, fill=None):

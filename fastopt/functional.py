@@ -14,8 +14,11 @@ In every rule the gradient is first prepared as::
     g = g + l1 * sign(p)               (sign(0) = 0)
 """
 
+import sys
 import threading
 import weakref
+
+import numpy as np
 
 from . import _safety, _validate, backends
 from ._rules import RULES
@@ -132,7 +135,7 @@ def run_rule(rule, params, grads, states, hyper, backend=None):
                               hyper, scalars)
 
 
-_SETS = {}  # (rule, param ids, state ids) -> (weak references, Spans, tables per dtype)
+_SETS = {}  # (rule, param ids, state ids) -> (weak references, TensorSets, Spans)
 _SETS_MAX = 256
 _SETS_LOCK = threading.Lock()
 
@@ -141,40 +144,64 @@ def _tensor_sets(rule, params, state_lists):
     """The TensorSets (one per dtype) of validated params and states, and their
     :class:`fastopt._safety.Spans` (params and states must not overlap).
 
-    What is slow to make (the address and chunk tables, the Spans) is cached while the
-    same array objects come back, as when a trainer calls once per step with the same
-    weights and state. The cache keeps weak references to those arrays, never the
-    arrays: a caller that drops its arrays gets its memory back, and an entry whose
-    arrays are gone (their ids may be reused) is made again."""
+    They are cached while the same array objects come back, as when a trainer calls
+    once per step with the same weights and state: an entry is found by the arrays'
+    ids and used only if weak references show the very same objects. Its sets hold
+    views of the arrays' memory, so an entry must not outlive the caller's interest:
+    on every miss, entries whose memory nobody but the cache refers to any more are
+    dropped (reference counts, as :mod:`fastopt._outputs` uses them), so a caller that
+    lets go of its arrays gets their memory back by its next call with other arrays."""
     arrays = list(params) + [a for group in state_lists.values() for a in group]
     key = (rule, tuple(map(id, params)),
            tuple((name, tuple(map(id, group))) for name, group in state_lists.items()))
     with _SETS_LOCK:
         entry = _SETS.get(key)
-    if entry is not None and not all(ref() is a for ref, a in zip(entry[0], arrays)):
-        entry = None
+    if entry is not None and all(ref() is a for ref, a in zip(entry[0], arrays)):
+        return entry[1], entry[2]
+    names = [f"param {i}" for i in range(len(params))] + [
+        f"{name} {i}" for name, group in state_lists.items() for i in range(len(group))]
+    spans = _safety.Spans([flat_view(a) for a in arrays], names)
     by_dtype = {}
     for i, p in enumerate(params):
         by_dtype.setdefault(p.dtype, []).append(i)
-    if entry is None:
-        names = [f"param {i}" for i in range(len(params))] + [
-            f"{name} {i}" for name, group in state_lists.items() for i in range(len(group))]
-        spans = _safety.Spans([flat_view(a) for a in arrays], names)
-        try:
-            refs = tuple(weakref.ref(a) for a in arrays)
-        except TypeError:  # an array type without weak references: made every call
-            refs = None
-        entry = (refs, spans, [{} for _ in by_dtype])
-        if refs is not None:
-            with _SETS_LOCK:
-                if len(_SETS) >= _SETS_MAX:
-                    _SETS.pop(next(iter(_SETS)), None)
-                _SETS[key] = entry
     sets = [TensorSet([params[i] for i in indices], indices,
-                      {name: [group[i] for i in indices] for name, group in state_lists.items()},
-                      cache=tables)
-            for indices, tables in zip(by_dtype.values(), entry[2])]
-    return sets, entry[1]
+                      {name: [group[i] for i in indices] for name, group in state_lists.items()})
+            for indices in by_dtype.values()]
+    try:
+        refs = tuple(weakref.ref(a) for a in arrays)
+    except TypeError:  # an array type without weak references: not cached
+        return sets, spans
+    with _SETS_LOCK:
+        _drop_unreferenced()
+        if len(_SETS) >= _SETS_MAX:
+            _SETS.pop(next(iter(_SETS)), None)
+        _SETS[key] = (refs, sets, spans)
+    return sets, spans
+
+
+def _drop_unreferenced():
+    """Drop the cache entries whose arrays' memory only the cache's own views refer to
+    (the caller has let go of those arrays). Host arrays only: a device entry goes when
+    the cache is full."""
+    owners, views = {}, {}  # entry -> ids of the memory it views; id -> [base, views]
+    for key, (_, sets, _) in _SETS.items():
+        ids = owners[key] = set()
+        for tensors in sets:
+            for view in tensors.params + [v for group in tensors.states.values()
+                                          for v in group]:
+                if not isinstance(view, np.ndarray) or view.base is None:
+                    owners[key] = None  # not a view of host memory: never judged
+                    break
+                ids.add(id(view.base))
+                views.setdefault(id(view.base), [view.base, 0])[1] += 1
+            if owners[key] is None:
+                break
+    # Referred to by the cached views' .base, by `views` and by getrefcount's argument.
+    unreferenced = {i for i, entry in views.items()
+                    if sys.getrefcount(entry[0]) == entry[1] + 2}
+    for key, ids in owners.items():
+        if ids is not None and ids <= unreferenced:
+            del _SETS[key]
 
 
 def sgd_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0,

@@ -157,3 +157,20 @@ def check_batchnorm_window(runner, shape, to_device=np.asarray, to_host=np.asarr
 @pytest.mark.parametrize("shape", [(5, 7, 90), (4, 6, 3), (9, 11, 1)])
 def test_batchnorm_primitives_honour_a_channel_window(name, shape):
     check_batchnorm_window(backends.get_backend(name), shape)
+
+
+@pytest.mark.parametrize("make", [lambda: np.ones((4, 5)),
+                                  lambda: np.asfortranarray(np.ones((4, 5))),
+                                  lambda: np.ones(7, np.float32), lambda: np.ones(()),
+                                  lambda: np.ones((3, 0))])
+def test_flat_view_never_copies(make):
+    from fastopt._tensorset import flat_view
+
+    array = make()
+    view = flat_view(array)
+    assert view.ndim == 1 and view.size == array.size
+    assert view.base is not None or view is array
+    if array.size:
+        assert np.shares_memory(view, array)
+        view[0] = 42.0
+        assert 42.0 in array

@@ -250,10 +250,21 @@ def test_functional_calls_do_not_keep_the_callers_arrays_alive(cpu_backend):
     for _ in range(20):
         p, g, m, v = (np.ones(1000, np.float32) for _ in range(4))
         functional.adam_(p, g, m, v, step=1, lr=0.1)
-        refs.append(weakref.ref(p))
+        refs.append([weakref.ref(a) for a in (p, m, v)])
         del p, g, m, v
     gc.collect()
-    assert all(ref() is None for ref in refs)
+    # Each call let go of the previous call's arrays; the last ones go at the next call.
+    assert all(ref() is None for call in refs[:-1] for ref in call)
+    kept = np.ones(3)
+    functional.sgd_(kept, np.ones(3), lr=0.1)
+    gc.collect()
+    assert all(ref() is None for ref in refs[-1])
+    # Arrays the caller still holds stay cached, and are not dropped by other calls.
+    held = [np.ones(8) for _ in range(3)]
+    functional.adam_(held[0], np.ones(8), held[1], held[2], step=1, lr=0.1)
+    functional.sgd_(np.ones(2), np.ones(2), lr=0.1)
+    assert sum(1 for entry in functional._SETS.values()
+               if entry[0][0]() is held[0]) == 1
     # The same arrays called again reuse the cached tables and give the same numbers.
     p, q = np.ones(5), np.ones(5)
     state = [np.zeros(5) for _ in range(4)]
