@@ -6,6 +6,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _device
+from ._tensorset import memory_order
 
 
 def is_array(x):
@@ -35,11 +36,15 @@ def flat_params(params):
     return arrays
 
 
-def memory_order(array):
-    """'F' for an F- but not C-contiguous array, else 'C'."""
-    if isinstance(array, np.ndarray):
-        return "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
-    return _device.memory_order(array)
+def plain(value):
+    """A state_dict value as a plain Python scalar or tuple (np.load gives arrays)."""
+    if isinstance(value, np.ndarray):
+        return value.item() if value.ndim == 0 else tuple(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list):
+        return tuple(value)
+    return value
 
 
 def copy_into(targets, sources):
@@ -54,8 +59,8 @@ def copy_into(targets, sources):
 
 
 def copy_buffer(arrays):
-    """One byte buffer holding a copy of every array, and a view per array in its dtype,
-    shape and memory order (8-byte aligned; on the device for device arrays). Fill or
+    """One byte buffer holding a copy of every (contiguous) array, and a view per array
+    in its dtype, shape and memory order (8-byte aligned; on the device for device arrays). Fill or
     read it with :func:`copy_into`."""
     offsets, total = [], 0
     for a in arrays:

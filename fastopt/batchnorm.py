@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from . import _bn_math, _bn_passes, _device, _outputs, _validate, backends
+from . import _bn_math, _bn_passes, _device, _outputs, _safety, _validate, backends
 
 
 class BatchNormCache:
@@ -150,9 +150,8 @@ def _share_memory(a, b):
         return False
     if isinstance(a, np.ndarray):
         return np.may_share_memory(a, b)
-    a0, b0 = _device.address(a), _device.address(b)
-    return bool(a.size and b.size) and a0 < b0 + b.size * b.dtype.itemsize \
-        and b0 < a0 + a.size * a.dtype.itemsize
+    (a0, a1), (b0, b1) = _safety.span(a), _safety.span(b)
+    return bool(a.size and b.size) and a0 < b1 and b0 < a1
 
 
 def _channel_vector(v, name, channels, dtype, writable=False):

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _device, _safety, _validate, backends
+from ._params import is_array, plain
 from ._rules import RULES
 from ._tensorset import TensorSet
 from .functional import CHECKS
@@ -101,7 +102,7 @@ class Optimizer:
         elif isinstance(grads, (list, tuple)):
             ordered = list(grads)
             nested = (len(ordered) == len(self.param_groups)
-                      and not all(_is_array(g) for g in ordered))
+                      and not all(is_array(g) for g in ordered))
             if nested:
                 ordered = []
                 for group, part in zip(self.param_groups, grads):
@@ -218,10 +219,10 @@ class Optimizer:
             self._load_state_dict(dict(state_dict))
 
     def _load_state_dict(self, sd):
-        kind = _plain(sd.get("optimizer"))
+        kind = plain(sd.get("optimizer"))
         if kind != type(self).__name__:
             raise ValueError(f"state_dict is for {kind!r}, not {type(self).__name__}")
-        steps = _plain(sd.get("steps"))
+        steps = plain(sd.get("steps"))
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"state_dict has an invalid 'steps': {steps!r}")
         expected = {"optimizer", "steps"}
@@ -234,7 +235,7 @@ class Optimizer:
                     continue
                 expected.add(name)
                 if not callable(value):
-                    updated[key] = _plain(sd[name])
+                    updated[key] = plain(sd[name])
             if sorted(self._state_names(updated)) != sorted(self._state_names(group)):
                 raise ValueError(f"state_dict group {gi} needs different state arrays "
                                  "(amsgrad, centered or momentum differ)")
@@ -272,17 +273,13 @@ class Optimizer:
                 f"{len(self.param_groups)} group(s), {options}, backend={self.backend!r})")
 
 
-def _is_array(x):
-    return isinstance(x, np.ndarray) or _device.is_device_array(x)
-
-
 def _members(params):
     return params.values() if isinstance(params, Mapping) else params
 
 
 def _param_groups(params):
     """Normalise params to a list of group dicts whose 'params' is a list or a dict."""
-    if _is_array(params):
+    if is_array(params):
         raise TypeError("params must be a list or a dict of arrays, not a single array; "
                         "wrap it in a list")
     if isinstance(params, Mapping):
@@ -295,24 +292,13 @@ def _param_groups(params):
         groups = []
         for g in params:
             members = g["params"]
-            if _is_array(members):
+            if is_array(members):
                 members = [members]
             elif not isinstance(members, Mapping):
                 members = list(members)
             groups.append({**g, "params": members})
         return groups
     return [{"params": params}]
-
-
-def _plain(value):
-    """A state_dict value as a plain Python scalar or tuple (np.load gives arrays)."""
-    if isinstance(value, np.ndarray):
-        return value.item() if value.ndim == 0 else tuple(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list):
-        return tuple(value)
-    return value
 
 
 def _betas(betas):

@@ -12,7 +12,8 @@ import numbers
 
 import numpy as np
 
-from ._params import copy_buffer, copy_into, flat_params
+from . import _validate
+from ._params import copy_buffer, copy_into, flat_params, plain
 
 
 def _choice(value, name, choices):
@@ -28,32 +29,11 @@ def _count(value, name):
     return int(value)
 
 
-def _real(value, name, low=0.0, low_open=False, high=math.inf, high_open=True):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    value = float(value)
-    if value < low or (low_open and value == low) or value > high \
-            or (high_open and value == high):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be in {interval}, got {value}")
-    return value
-
-
 def _metric(value):
     """A reported metric as a Python float (NaN allowed: it never counts as better)."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.ndarray)):
         raise TypeError(f"the metric must be a real number, got {value!r}")
     return float(value)
-
-
-def _plain(value):
-    """A state_dict value as a Python scalar or tuple (``np.load`` gives arrays)."""
-    if isinstance(value, np.ndarray):
-        return value.item() if value.ndim == 0 else tuple(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return tuple(value) if isinstance(value, list) else value
 
 
 class ReduceLROnPlateau:
@@ -88,18 +68,18 @@ class ReduceLROnPlateau:
         self.optimizer = optimizer
         self.mode = _choice(mode, "mode", ("min", "max"))
         self.threshold_mode = _choice(threshold_mode, "threshold_mode", ("rel", "abs"))
-        self.factor = _real(factor, "factor", high=1.0)
+        self.factor = _validate.unit_interval(factor, "factor")
         self.patience = _count(patience, "patience")
-        self.threshold = _real(threshold, "threshold")
+        self.threshold = _validate.nonnegative(threshold, "threshold")
         self.cooldown = _count(cooldown, "cooldown")
-        self.eps = _real(eps, "eps")
+        self.eps = _validate.nonnegative(eps, "eps")
         if isinstance(min_lr, (list, tuple)):
             if len(min_lr) != len(groups):
                 raise ValueError(f"expected {len(groups)} min_lrs (one per param group), "
                                  f"got {len(min_lr)}")
-            self.min_lrs = [_real(v, f"min_lr[{i}]") for i, v in enumerate(min_lr)]
+            self.min_lrs = [_validate.nonnegative(v, f"min_lr[{i}]") for i, v in enumerate(min_lr)]
         else:
-            self.min_lrs = [_real(min_lr, "min_lr")] * len(groups)
+            self.min_lrs = [_validate.nonnegative(min_lr, "min_lr")] * len(groups)
         self.best = self._worst()
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
@@ -166,7 +146,7 @@ class ReduceLROnPlateau:
 
     def load_state_dict(self, state_dict):
         """Restore :meth:`state_dict` output; a bad one is refused with nothing changed."""
-        sd = {key: _plain(value) for key, value in dict(state_dict).items()}
+        sd = {key: plain(value) for key, value in dict(state_dict).items()}
         expected = set(self._SETTINGS + self._PROGRESS)
         if set(sd) != expected:
             raise ValueError(f"state_dict keys differ: missing {sorted(expected - set(sd))}, "
@@ -211,7 +191,7 @@ class EarlyStopping:
     def __init__(self, params, *, mode="min", patience=10, min_delta=0.0, restore_best=True):
         self.mode = _choice(mode, "mode", ("min", "max"))
         self.patience = _count(patience, "patience")
-        self.min_delta = _real(min_delta, "min_delta")
+        self.min_delta = _validate.nonnegative(min_delta, "min_delta")
         if not isinstance(restore_best, (bool, np.bool_)):
             raise TypeError(f"restore_best must be a bool, got {restore_best!r}")
         self.restore_best = bool(restore_best)
