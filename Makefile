@@ -8,9 +8,9 @@ REFERENCE ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastopt-installed
 
-.PHONY: install test lint bench record gpu-check clean
+.PHONY: install test lint bench record gpu-check c-header clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/* csrc/rules/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,cuda,plot]" $(REFERENCE)
@@ -26,6 +26,10 @@ test: install lint
 
 lint: install
 	$(PY) -m ruff check .
+
+# The C backend's rule constants (csrc/fo_rules.h, fo_rule_bodies.h), from fastopt/rules/.
+c-header: install
+	$(PY) -m fastopt.rules._c_header csrc
 
 bench: install
 	$(VENV)/bin/fastopt bench

@@ -6,52 +6,10 @@
  * Optimizer kernels walk a chunk table: `chunks` is an (n_chunks, 3) int64 row-major
  * table of (tensor, start, stop) element ranges, and `addresses` an (n_tensors, 5)
  * int64 table of data addresses (param, grad, state slot 0, 1, 2; 0 where unused).
- * `hyper` holds FO_HYPER_LEN scalars in the array's type, laid out as the FO_* index
- * constants below (the same layout as fastopt/_math.py; a test checks they agree).
- * `variant` = rule * 8 + flag0 * 4 + flag1 * 2 + scaled (see fastopt/_rules.py).
+ * `hyper` holds the rule's scalars in the array's type, laid out as fo_rules.h says
+ * (generated from fastopt/rules/). `variant` is an index into the table of compiled
+ * variants, fastopt.rules._spec.Rule.variant(flags).
  */
-
-#define FO_HYPER_LEN 12
-#define FO_SCALE 0
-#define FO_WD 1
-#define FO_L1 2
-#define FO_ZERO 3
-#define FO_SGD_LR 4
-#define FO_SGD_MOMENTUM 5
-#define FO_SGD_DAMPENED 6
-#define FO_SGD_FIRST 7
-#define FO_RMS_LR 4
-#define FO_RMS_ALPHA 5
-#define FO_RMS_ONE_MINUS_ALPHA 6
-#define FO_RMS_EPS 7
-#define FO_RMS_MOMENTUM 8
-#define FO_ADAM_BETA1 4
-#define FO_ADAM_ONE_MINUS_BETA1 5
-#define FO_ADAM_BETA2 6
-#define FO_ADAM_ONE_MINUS_BETA2 7
-#define FO_ADAM_STEP_SIZE 8
-#define FO_ADAM_BC2_SQRT 9
-#define FO_ADAM_EPS 10
-#define FO_ADAM_DECAY 11
-#define FO_ADAGRAD_CLR 4
-#define FO_ADAGRAD_EPS 5
-
-/* The rules of fastopt.compat's adapters (other libraries' rounding). */
-#define FO_VEL_LR 4
-#define FO_VEL_MOMENTUM 5
-#define FO_ADAM_SQ_LR 8
-#define FO_ADAM_SQ_BC1 9
-#define FO_ADAM_SQ_EPS 10
-#define FO_ADAM_SQ_BC2 11
-
-#define FO_RULE_SGD 0
-#define FO_RULE_RMSPROP 1
-#define FO_RULE_ADAM 2
-#define FO_RULE_ADAGRAD 3
-#define FO_RULE_VELOCITY 4
-#define FO_RULE_RMSPROP_SQ 5
-#define FO_RULE_ADAM_SQ 6
-#define FO_N_VARIANTS 56
 
 /* Work below this many elements (4 chunks of fastopt.backends._tables.CHUNK) runs on
    the calling thread: waking the thread pool costs more than it saves there. */
@@ -61,6 +19,8 @@
 /* One optimizer step over every chunk on `threads` threads (serial when 1); thread k
    runs the k-th of `threads` equal runs of rows (static schedule), so the caller
    balances the table for that count. Returns 0, or -1 for an unknown variant. */
+int fo_has_variant_f32(int variant);
+int fo_has_variant_f64(int variant);
 int fo_optim_f32(int variant, const int64_t *addresses, const int64_t *chunks,
                  int64_t n_chunks, const float *hyper, int threads);
 int fo_optim_f64(int variant, const int64_t *addresses, const int64_t *chunks,

@@ -1,5 +1,6 @@
 /* Fused optimizer updates (float and double): see optim_impl.h for the maths. */
 #include "fo_common.h"
+#include "fo_rules.h"
 
 #define REAL float
 #define TAG f32

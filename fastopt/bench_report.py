@@ -14,8 +14,17 @@ from pathlib import Path
 
 # The methods that are fastopt itself (the others are its baselines).
 FASTOPT_METHODS = ("numba", "c", "cuda")
-# Kernel families, in the order the summary and the chart show them.
-FAMILIES = ("sgd_momentum", "rmsprop", "adam", "amsgrad", "adamw", "adagrad", "batchnorm")
+
+
+def _families():
+    """Kernel families, in the order the summary and the chart show them: the rules'
+    benchmark cases in rule order, then batch norm."""
+    from .rules import RULES
+
+    return tuple(kernel for rule in RULES.values() for kernel in rule.bench) + ("batchnorm",)
+
+
+FAMILIES = _families()
 
 COLUMNS = ["kernel", "size", "method", "min ms", "median ms", "GB/s", "roofline",
            "vs numpy", "vs torch"]

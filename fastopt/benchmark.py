@@ -20,17 +20,23 @@ from dataclasses import dataclass
 import numpy as np
 
 import fastopt
+from fastopt.rules import RULES
 
-# kernel name -> (class name in fastopt and torch.optim, kwargs, torch-only kwargs,
-#                 number of state arrays)
-OPTIMIZERS = {
-    "sgd_momentum": ("SGD", dict(lr=1e-3, momentum=0.9), dict(fused=True), 1),
-    "rmsprop": ("RMSprop", dict(lr=1e-3), dict(foreach=True), 1),
-    "adam": ("Adam", dict(lr=1e-3), dict(fused=True), 2),
-    "amsgrad": ("Adam", dict(lr=1e-3, amsgrad=True), dict(fused=True), 3),
-    "adamw": ("AdamW", dict(lr=1e-3), dict(fused=True), 2),
-    "adagrad": ("Adagrad", dict(lr=1e-3), dict(fused=True), 1),
-}
+
+def _optimizer_kernels():
+    """kernel name -> (class name in fastopt and torch.optim, kwargs, torch-only kwargs
+    (the fastest implementation torch has for it), number of state arrays), from the
+    rules' ``bench`` declarations."""
+    kernels = {}
+    for rule in RULES.values():
+        for kernel, (cls_name, kwargs, torch_kwargs) in rule.bench.items():
+            probe = getattr(fastopt, cls_name)([np.zeros(1, np.float32)], backend="numpy",
+                                               **kwargs)
+            kernels[kernel] = (cls_name, kwargs, torch_kwargs, len(probe.state(0)))
+    return kernels
+
+
+OPTIMIZERS = _optimizer_kernels()
 
 QUICK_SIZES = {"1M": 1 << 20, "16M": 1 << 24}
 FULL_SIZES = {"1M": 1 << 20, "64M": 1 << 26}
@@ -155,7 +161,7 @@ def optimizer_runners(case, methods):
             runners[method] = lambda k=kernel, a=arrays: k(*a)
         elif method == "torch":
             torch = _torch()
-            if torch is None:
+            if torch is None or not hasattr(torch.optim, cls_name):
                 continue
             params = [torch.from_numpy(a) for a in _random_arrays(case.shapes, rng)]
             for p, g in zip(params, _random_arrays(case.shapes, rng)):
@@ -182,7 +188,7 @@ def optimizer_runners(case, methods):
             runners[method] = cuda_step
         elif method == "torch-cuda":
             torch = _torch_cuda()
-            if torch is None:
+            if torch is None or not hasattr(torch.optim, cls_name):
                 continue
             params = [torch.from_numpy(a).cuda() for a in _random_arrays(case.shapes, rng)]
             for p, g in zip(params, _random_arrays(case.shapes, rng)):

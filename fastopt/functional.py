@@ -1,7 +1,11 @@
 """Stateless, in-place optimizer kernels: one function per update rule.
 
 Each function takes a param (or a list of params), its gradient(s) and the state
-array(s) it needs, updates them in place in one fused pass, and returns nothing.
+array(s) it needs, and updates them in place in one fused pass. It returns nothing,
+except for the rules that carry per-step scalars from one step to the next (NAdam's
+``mu_product``, ASGD's ``eta`` and ``mu``): those take them as keywords and return
+their values for the next step. The functions are generated from the rule
+declarations in :mod:`fastopt.rules`, each with its update rule as its docstring.
 All arguments are validated before anything is written. A list is handled by one
 multi-tensor call per dtype. The optimizer classes in :mod:`fastopt.optim` are thin
 layers over the same validators and backend calls.
@@ -10,7 +14,8 @@ In every rule the gradient is first prepared as::
 
     g = grad / grad_scale              (when grad_scale is given)
     g = -g                             (maximize)
-    g = g + weight_decay * p           (coupled L2; not in AdamW)
+    g = g + weight_decay * p           (coupled L2; decoupled decay instead multiplies
+                                        p by 1 - lr * weight_decay: AdamW, Lion, ...)
     g = g + l1 * sign(p)               (sign(0) = 0)
 """
 
@@ -21,70 +26,9 @@ import weakref
 import numpy as np
 
 from . import _safety, _validate, backends
-from ._rules import RULES
 from ._tensorset import TensorSet, flat_view
-
-# ---------------------------------------------------------------------------
-# Hyperparameter checks (shared with fastopt.optim), as torch.optim makes them.
-
-
-def check_sgd(kw):
-    """Validate SGD hyperparameters (lr may not be a schedule here)."""
-    _common(kw)
-    kw["momentum"] = _validate.nonnegative(kw["momentum"], "momentum")
-    kw["dampening"] = _validate.real(kw["dampening"], "dampening")
-    kw["nesterov"] = _validate.boolean(kw["nesterov"], "nesterov")
-    if kw["nesterov"] and (kw["momentum"] <= 0 or kw["dampening"] != 0):
-        raise ValueError("nesterov momentum requires a momentum > 0 and zero dampening")
-    return kw
-
-
-def check_rmsprop(kw):
-    """Validate RMSprop hyperparameters."""
-    _common(kw)
-    kw["alpha"] = _validate.nonnegative(kw["alpha"], "alpha")
-    kw["eps"] = _validate.nonnegative(kw["eps"], "eps")
-    kw["momentum"] = _validate.nonnegative(kw["momentum"], "momentum")
-    kw["centered"] = _validate.boolean(kw["centered"], "centered")
-    return kw
-
-
-def check_adam(kw):
-    """Validate Adam/AdamW hyperparameters."""
-    _common(kw)
-    kw["beta1"] = _validate.unit_interval(kw["beta1"], "beta parameter at index 0 (beta1)")
-    kw["beta2"] = _validate.unit_interval(kw["beta2"], "beta parameter at index 1 (beta2)")
-    kw["eps"] = _validate.nonnegative(kw["eps"], "eps")
-    kw["amsgrad"] = _validate.boolean(kw["amsgrad"], "amsgrad")
-    kw["decoupled"] = _validate.boolean(kw["decoupled"], "decoupled")
-    return kw
-
-
-def check_adagrad(kw):
-    """Validate Adagrad hyperparameters."""
-    _common(kw)
-    kw["lr_decay"] = _validate.nonnegative(kw["lr_decay"], "lr_decay")
-    kw["eps"] = _validate.nonnegative(kw["eps"], "eps")
-    return kw
-
-
-def _common(kw):
-    kw["lr"] = _validate.nonnegative(kw["lr"], "learning rate (lr)")
-    kw["weight_decay"] = _validate.nonnegative(kw["weight_decay"], "weight_decay")
-    kw["l1"] = _validate.nonnegative(kw["l1"], "l1")
-    kw["maximize"] = _validate.boolean(kw["maximize"], "maximize")
-    kw["grad_scale"] = _validate.grad_scale(kw["grad_scale"])
-    if "step" in kw:
-        step = kw["step"]
-        if isinstance(step, bool) or not isinstance(step, int) and not hasattr(step, "__index__"):
-            raise TypeError(f"step must be an integer, got {step!r}")
-        if int(step) < 1:
-            raise ValueError(f"step must be >= 1 (the step being taken), got {step}")
-        kw["step"] = int(step)
-
-
-CHECKS = {"sgd": check_sgd, "rmsprop": check_rmsprop, "adam": check_adam,
-          "adagrad": check_adagrad}
+from .rules import FUNCTIONALS, RULES
+from .rules._spec import CONTEXT_DEFAULTS, REQUIRED
 
 # ---------------------------------------------------------------------------
 # Running a rule over caller-owned arrays.
@@ -94,13 +38,8 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def _apply(rule, params, grads, states, hyper, backend):
-    """Validate everything, then run ``rule`` once per dtype over the arrays."""
-    run_rule(rule, params, grads, states, CHECKS[rule](hyper), backend)
-
-
 def run_rule(rule, params, grads, states, hyper, backend=None):
-    """Check the arrays, then apply rule ``rule`` (a name in :mod:`fastopt._rules`) with
+    """Check the arrays, then apply rule ``rule`` (a name in :data:`fastopt.rules.RULES`) with
     already-checked ``hyper`` to caller-owned params and state arrays (``states`` maps
     a state name to one array per param), one fused kernel call per dtype."""
     params, grads = _as_list(params), _as_list(grads)
@@ -204,84 +143,57 @@ def _drop_unreferenced():
             del _SETS[key]
 
 
-def sgd_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0,
-         nesterov=False, weight_decay=0.0, l1=0.0, maximize=False, first=False,
-         grad_scale=None, backend=None):
-    """SGD, in place. With ``momentum`` a ``momentum_buffer`` is required::
-
-        buf = g                                  (first=True: the first step)
-        buf = momentum * buf + (1 - dampening) * g   (later steps)
-        g = g + momentum * buf  if nesterov else  buf
-        p = p - lr * g
-    """
-    hyper = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
-                 weight_decay=weight_decay, l1=l1, maximize=maximize,
-                 first=_validate.boolean(first, "first"), grad_scale=grad_scale)
-    states = {"momentum_buffer": momentum_buffer} if momentum != 0 else {}
-    _apply("sgd", param, grad, states, hyper, backend)
+# ---------------------------------------------------------------------------
+# The functional kernels, one per functional front of each rule (fastopt.rules).
 
 
-def rmsprop_(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr,
-             alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0,
-             l1=0.0, maximize=False, grad_scale=None, backend=None):
-    """RMSprop, in place (``grad_avg`` when centered, ``momentum_buffer`` with momentum)::
-
-        sq = alpha * sq + (1 - alpha) * g * g
-        centered: ga = alpha * ga + (1 - alpha) * g ;  avg = sqrt(sq - ga * ga) + eps
-        else:     avg = sqrt(sq) + eps
-        momentum > 0: buf = momentum * buf + g / avg ;  p = p - lr * buf
-        else:         p = p - lr * g / avg
-    """
-    hyper = dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered,
-                 weight_decay=weight_decay, l1=l1, maximize=maximize, grad_scale=grad_scale)
-    states = {"square_avg": square_avg}
-    if centered:
-        states["grad_avg"] = grad_avg
-    if momentum > 0:
-        states["momentum_buffer"] = momentum_buffer
-    _apply("rmsprop", param, grad, states, hyper, backend)
+def _run_front(rule, fixed, param, grad, states, hyper, backend):
+    """Check ``hyper`` (with the front's fixed values), then run the rule; returns the
+    carried values for the next step, for a rule that carries any."""
+    hyper = rule.check(rule.carried_in({**hyper, **fixed}))
+    needed = rule.state_names(hyper)
+    run_rule(rule.name, param, grad, {name: states[name] for name in needed}, hyper, backend)
+    return rule.advance(hyper) if rule.advance is not None else None
 
 
-def adam_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, beta1=0.9,
-          beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False,
-          decoupled_weight_decay=False, l1=0.0, maximize=False, grad_scale=None,
-          backend=None):
-    """Adam (or AdamW with ``decoupled_weight_decay``), in place, for step ``step`` >= 1::
+def _functional(front, rule):
+    """The function ``front.name`` for ``rule``, with a real signature: the states as
+    positional arguments (those that exist only with some options default to None),
+    the hyperparameters as keywords (``lr`` and ``step`` required)."""
+    defaults = {}
+    positional = [s.name if s.when is None else f"{s.name}=None" for s in rule.states]
+    keywords = [name if CONTEXT_DEFAULTS[name] is REQUIRED else f"{name}={CONTEXT_DEFAULTS[name]!r}"
+                for name in rule.context]
+    for option in rule.options:
+        if not option.kernel or option.name in front.fixed:
+            continue
+        default = front.defaults.get(option.name, option.default)
+        names = [n for n, _ in option.split] or [option.name]
+        values = list(default) if option.split else [default]
+        for name, value in zip(names, values):
+            if option.name == "lr" or value is REQUIRED:
+                keywords.append(name)
+            else:
+                defaults[name] = value
+                keywords.append(f"{name}=_defaults[{name!r}]")
+    if rule.penalties:
+        keywords += ["l1=0.0", "maximize=False"]
+    keywords += [f"{name}=None" for name in rule.carried] + ["grad_scale=None", "backend=None"]
+    hyper = [name for name in rule.hyper_names if name not in front.fixed]
+    source = (f"def {front.name}(param, grad, {', '.join(positional)}, *, "
+              f"{', '.join(keywords)}):\n"
+              f"    return _run_front(_rule, _fixed, param, grad, "
+              f"{{{', '.join(f'{s.name!r}: {s.name}' for s in rule.states)}}}, "
+              f"{{{', '.join(f'{n!r}: {n}' for n in hyper)}}}, backend)\n")
+    namespace = {"_run_front": _run_front, "_rule": rule, "_fixed": dict(front.fixed),
+                 "_defaults": defaults}
+    exec(source, namespace)  # noqa: S102 - generated from the rule declarations
+    function = namespace[front.name]
+    function.__doc__ = front.doc
+    function.__module__ = __name__
+    return function
 
-        AdamW: p = p * (1 - lr * weight_decay)       (and no coupled L2)
-        m = beta1 * m + (1 - beta1) * g
-        v = beta2 * v + (1 - beta2) * g * g
-        amsgrad: vmax = max(vmax, v), and vmax replaces v below
-        p = p - (lr / (1 - beta1**step)) * m / (sqrt(v) / sqrt(1 - beta2**step) + eps)
-    """
-    hyper = dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                 weight_decay=weight_decay, decoupled=decoupled_weight_decay,
-                 amsgrad=amsgrad, l1=l1, maximize=maximize, grad_scale=grad_scale)
-    states = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
-    if amsgrad:
-        states["max_exp_avg_sq"] = max_exp_avg_sq
-    _apply("adam", param, grad, states, hyper, backend)
 
-
-def adamw_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr,
-           beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2, amsgrad=False, l1=0.0,
-           maximize=False, grad_scale=None, backend=None):
-    """AdamW, in place: :func:`adam_` with decoupled weight decay
-    ``p = p * (1 - lr * weight_decay)`` applied before the moments."""
-    adam_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, beta1=beta1,
-          beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-          decoupled_weight_decay=True, l1=l1, maximize=maximize, grad_scale=grad_scale,
-          backend=backend)
-
-
-def adagrad_(param, grad, state_sum, *, step, lr, lr_decay=0.0, eps=1e-10,
-             weight_decay=0.0, l1=0.0, maximize=False, grad_scale=None, backend=None):
-    """Adagrad, in place, for step ``step`` >= 1::
-
-        clr = lr / (1 + (step - 1) * lr_decay)
-        sum = sum + g * g
-        p = p - clr * g / (sqrt(sum) + eps)
-    """
-    hyper = dict(step=step, lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-                 l1=l1, maximize=maximize, grad_scale=grad_scale)
-    _apply("adagrad", param, grad, {"sum": state_sum}, hyper, backend)
+KERNELS = {front.name: _functional(front, rule) for front, rule in FUNCTIONALS}
+globals().update(KERNELS)
+__all__ = ["run_rule", *KERNELS]

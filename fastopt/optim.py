@@ -1,8 +1,11 @@
-"""Optimizer classes over NumPy arrays: SGD, RMSprop, Adam, AdamW, Adagrad.
+"""Optimizer classes over NumPy arrays, one per optimizer front of each rule in
+:mod:`fastopt.rules`: SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, NAdam, RAdam,
+ASGD, Rprop and Lion.
 
 Each class keeps torch.optim's constructor, defaults and maths (README, "Maths") and
 adds ``l1``. State lives in one arena per state name and dtype for each param group,
-and one step is one fused multi-tensor kernel call per group and dtype.
+and one step is one fused multi-tensor kernel call per group and dtype. The classes
+are generated from the rule declarations; :class:`Optimizer` holds all their code.
 """
 
 import threading
@@ -12,22 +15,20 @@ import numpy as np
 
 from . import _device, _safety, _validate, backends
 from ._params import is_array, plain
-from ._rules import RULES
 from ._tensorset import TensorSet
-from .functional import CHECKS
 from .grads import _all_finite_flat
+from .rules import OPTIMIZERS
 
 
 class Optimizer:
     """Base class: param structure, groups, validation, step and state_dict.
 
-    Subclasses set ``_rule`` (a name in :mod:`fastopt._rules`) and implement
-    ``_rule_hyper(group, lr)`` (the rule's keyword arguments for one group; the step
-    counter is ``self._steps``) and ``_state_names(group)``.
+    A subclass sets ``_rule`` (a :class:`fastopt.rules.Rule`) and ``_front`` (its
+    :class:`fastopt.rules._spec.Front`); :func:`_optimizer_class` makes them.
     """
 
     _rule = None
-    _state_fill_keys = {}  # state name -> group key holding its initial value
+    _front = None
 
     def __init__(self, params, defaults, *, skip_nonfinite=False, backend=None):
         self.defaults = dict(defaults)
@@ -40,16 +41,18 @@ class Optimizer:
         self._steps = 0
         self._flat, self._names, self._keys = [], [], []
         self.param_groups = []
+        self._carried = []  # per group: the rule's carried scalars (after the first step)
         for group in groups:
             unknown = set(group) - set(self.defaults) - {"params"}
             if unknown:
                 raise ValueError(f"unknown param group option(s): {sorted(unknown)}")
             full = {**self.defaults, **group}
-            self._checked_hyper(full, grad_scale=None)
+            self._carried.append({})
+            self._checked_hyper(len(self.param_groups), full, grad_scale=None)
             self.param_groups.append(full)
         self._sets = []
         seen = set()
-        for group in self.param_groups:
+        for gi, group in enumerate(self.param_groups):
             members = group["params"]
             items = members.items() if isinstance(members, Mapping) else \
                 ((None, p) for p in members)
@@ -64,7 +67,7 @@ class Optimizer:
                 self._flat.append(p)
                 self._names.append(name)
                 self._keys.append(key)
-            self._sets.append(self._make_sets(group, group_indices))
+            self._sets.append(self._make_sets(gi, group, group_indices))
         if not self._flat:
             raise ValueError("optimizer got an empty parameter list")
         keyed = [k is not None for k in self._keys]
@@ -78,13 +81,14 @@ class Optimizer:
 
     # -- structure ----------------------------------------------------------------
 
-    def _make_sets(self, group, indices):
+    def _make_sets(self, gi, group, indices):
         by_dtype = {}
         for i in indices:
             by_dtype.setdefault(self._flat[i].dtype, []).append(i)
-        fill = {name: float(group[key]) for name, key in self._state_fill_keys.items()}
-        return [TensorSet.with_arenas([self._flat[i] for i in idx], idx,
-                                      self._state_names(group), fill)
+        fill = {s.name: float(group[s.fill]) if isinstance(s.fill, str) else s.fill
+                for s in self._rule.states}
+        names = self._rule.state_names(self._checked_hyper(gi, group, None))
+        return [TensorSet.with_arenas([self._flat[i] for i in idx], idx, names, fill)
                 for idx in by_dtype.values()]
 
     def _match_grads(self, grads):
@@ -125,12 +129,29 @@ class Optimizer:
         self._spans.check_grads(flat, lambda i: f"grad {self._names[i]}")
         return flat
 
-    def _checked_hyper(self, group, grad_scale):
+    def _checked_hyper(self, gi, group, grad_scale):
+        """Group ``gi``'s kernel hyperparameters for the next step, checked."""
+        rule, front = self._rule, self._front
         lr = group["lr"]
-        if callable(lr):
-            lr = lr(self._steps)
-        hyper = CHECKS[self._rule]({**self._rule_hyper(group, lr), "grad_scale": grad_scale})
-        return hyper
+        hyper = dict(front.fixed, lr=lr(self._steps) if callable(lr) else lr,
+                     grad_scale=grad_scale)
+        for option in rule.options:
+            if option.name in front.fixed or option.name == "lr":
+                continue
+            if not option.kernel:
+                option.check(group[option.name])
+            elif option.split:
+                hyper.update(option.parts(group[option.name]))
+            else:
+                hyper[option.name] = group[option.name]
+        if rule.penalties:
+            hyper["l1"], hyper["maximize"] = group["l1"], group["maximize"]
+        if "step" in rule.context:
+            hyper["step"] = self._steps + 1
+        if "first" in rule.context:
+            hyper["first"] = self._steps == 0
+        hyper.update(self._carried[gi])
+        return rule.check(rule.carried_in(hyper))
 
     # -- the step -----------------------------------------------------------------
 
@@ -150,24 +171,28 @@ class Optimizer:
     def _step(self, grads, grad_scale):
         flat_grads = self._match_grads(grads)
         grad_scale = _validate.grad_scale(grad_scale)
-        plan = []
-        for group, sets in zip(self.param_groups, self._sets):
-            hyper = self._checked_hyper(group, grad_scale)
-            needed = self._state_names(group)
+        plan, hypers = [], []
+        rule = self._rule
+        for gi, (group, sets) in enumerate(zip(self.param_groups, self._sets)):
+            hyper = self._checked_hyper(gi, group, grad_scale)
+            hypers.append(hyper)
+            needed = rule.state_names(hyper)
             for tensors in sets:
                 if set(needed) != set(tensors.states):
                     raise ValueError(
                         "this step needs state " + repr(sorted(needed)) + " but the group "
                         "was built with " + repr(sorted(tensors.states)) + "; options that "
                         "add or remove state cannot change after construction")
-                packed = RULES[self._rule].pack(tensors.dtype, hyper)  # fits, or raises
+                packed = rule.pack(tensors.dtype, hyper)  # fits, or raises
                 plan.append((tensors, [flat_grads[i] for i in tensors.indices], hyper,
                              packed))
         if self.skip_nonfinite and not _all_finite_flat(flat_grads, self._backend):
             return False
         with _safety.deferred_interrupt():
             for tensors, group_grads, hyper, packed in plan:
-                self._backend.optim_step(self._rule, tensors, group_grads, hyper, packed)
+                self._backend.optim_step(rule.name, tensors, group_grads, hyper, packed)
+            if rule.advance is not None:
+                self._carried = [rule.advance(hyper) for hyper in hypers]
             self._steps += 1
         return True
 
@@ -192,7 +217,9 @@ class Optimizer:
         """A flat dict of Python scalars and array copies, savable with ``np.savez``.
 
         Keys: ``optimizer``, ``steps``, ``group.G.OPTION`` (schedules are code and are
-        not saved) and ``state.I.NAME`` for param ``I`` in flat order.
+        not saved), ``state.I.NAME`` for param ``I`` in flat order, and
+        ``carried.G.NAME`` for the scalars a rule carries from step to step (NAdam's
+        ``mu_product``, ASGD's ``eta`` and ``mu``), once a step has been taken.
         """
         with self._lock:
             return self._state_dict()
@@ -203,6 +230,8 @@ class Optimizer:
             for key, value in group.items():
                 if key != "params" and not callable(value):
                     sd[f"group.{gi}.{key}"] = value
+            for name, value in self._carried[gi].items():
+                sd[f"carried.{gi}.{name}"] = value
         for index in range(len(self._flat)):
             for name, array in self.state(index).items():
                 sd[f"state.{index}.{name}"] = _device.to_host(array) if self._on_device \
@@ -226,7 +255,7 @@ class Optimizer:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"state_dict has an invalid 'steps': {steps!r}")
         expected = {"optimizer", "steps"}
-        new_groups = []
+        new_groups, new_carried = [], []
         for gi, group in enumerate(self.param_groups):
             updated = dict(group)
             for key, value in group.items():
@@ -236,11 +265,28 @@ class Optimizer:
                 expected.add(name)
                 if not callable(value):
                     updated[key] = plain(sd[name])
-            if sorted(self._state_names(updated)) != sorted(self._state_names(group)):
-                raise ValueError(f"state_dict group {gi} needs different state arrays "
-                                 "(amsgrad, centered or momentum differ)")
-            self._checked_hyper(updated, grad_scale=None)
+            carried = {}
+            for name in self._rule.carried:
+                key = f"carried.{gi}.{name}"
+                if key in sd:
+                    expected.add(key)
+                    carried[name] = _validate.real(plain(sd[key]), key)
+                elif steps:
+                    raise ValueError(f"state_dict lacks {key!r}")
+            now = self._rule.state_names(self._checked_hyper(gi, group, None))
+            self._carried[gi], saved = carried, self._carried[gi]
+            try:
+                wanted = self._rule.state_names(self._checked_hyper(gi, updated, None))
+            finally:
+                self._carried[gi] = saved
+            if sorted(wanted) != sorted(now):
+                changed = [k for k in group if k != "params" and not callable(group[k])
+                           and updated[k] != group[k]]
+                raise ValueError(f"state_dict group {gi} needs state {sorted(wanted)}, not "
+                                 f"{sorted(now)}: its {', '.join(changed)} differ(s), and "
+                                 "options that add or remove state cannot change")
             new_groups.append(updated)
+            new_carried.append(carried)
         writes = []
         for index, p in enumerate(self._flat):
             for name, target in self.state(index).items():
@@ -265,6 +311,7 @@ class Optimizer:
                     np.copyto(target, source)
             for group, updated in zip(self.param_groups, new_groups):
                 group.update(updated)
+            self._carried = new_carried
             self._steps = steps
 
     def __repr__(self):
@@ -301,148 +348,27 @@ def _param_groups(params):
     return [{"params": params}]
 
 
-def _betas(betas):
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    return betas
+def _optimizer_class(front, rule):
+    """The optimizer class ``front.name`` for ``rule``: a subclass of :class:`Optimizer`
+    whose constructor has the rule's options, in order, with their defaults, then
+    ``l1``, ``maximize`` and ``backend``, and ``skip_nonfinite`` by keyword."""
+    options = rule.class_options(front)
+    defaults = dict(options)
+    arguments = ", ".join(f"{name}=_defaults[{name!r}]" for name in defaults)
+    source = (f"def __init__(self, params, {arguments}, backend=None, *, "
+              f"skip_nonfinite=False):\n"
+              f"    Optimizer.__init__(self, params, "
+              f"{{{', '.join(f'{name!r}: {name}' for name in defaults)}}}, "
+              f"skip_nonfinite=skip_nonfinite, backend=backend)\n")
+    namespace = {"Optimizer": Optimizer, "_defaults": defaults}
+    exec(source, namespace)  # noqa: S102 - generated from the rule declarations
+    init = namespace["__init__"]
+    init.__qualname__ = f"{front.name}.__init__"
+    return type(front.name, (Optimizer,), {
+        "__init__": init, "__doc__": front.doc, "__module__": __name__,
+        "_rule": rule, "_front": front})
 
 
-class SGD(Optimizer):
-    """Stochastic gradient descent with optional momentum, dampening and Nesterov::
-
-        g = g + weight_decay * p + l1 * sign(p)        (-g first when maximize)
-        buf = g (first step) ;  buf = momentum * buf + (1 - dampening) * g
-        g = g + momentum * buf  if nesterov else  buf   (with momentum)
-        p = p - lr * g
-    """
-
-    _rule = "sgd"
-
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
-                 weight_decay=0.0, l1=0.0, maximize=False, backend=None, *,
-                 skip_nonfinite=False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      nesterov=nesterov, weight_decay=weight_decay, l1=l1,
-                                      maximize=maximize),
-                         skip_nonfinite=skip_nonfinite, backend=backend)
-
-    def _rule_hyper(self, group, lr):
-        return dict(lr=lr, momentum=group["momentum"], dampening=group["dampening"],
-                    nesterov=group["nesterov"], weight_decay=group["weight_decay"],
-                    l1=group["l1"], maximize=group["maximize"], first=self._steps == 0)
-
-    def _state_names(self, group):
-        return ["momentum_buffer"] if group["momentum"] != 0 else []
-
-
-class RMSprop(Optimizer):
-    """RMSprop (optionally centered, with momentum)::
-
-        sq = alpha * sq + (1 - alpha) * g * g
-        avg = sqrt(sq - ga * ga) + eps  (centered, ga = alpha * ga + (1 - alpha) * g)
-              sqrt(sq) + eps            (otherwise)
-        buf = momentum * buf + g / avg ; p = p - lr * buf   (momentum > 0)
-        p = p - lr * g / avg                                (otherwise)
-    """
-
-    _rule = "rmsprop"
-
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
-                 momentum=0.0, centered=False, l1=0.0, maximize=False, backend=None, *,
-                 skip_nonfinite=False):
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      momentum=momentum, centered=centered, l1=l1,
-                                      maximize=maximize),
-                         skip_nonfinite=skip_nonfinite, backend=backend)
-
-    def _rule_hyper(self, group, lr):
-        return dict(lr=lr, alpha=group["alpha"], eps=group["eps"], momentum=group["momentum"],
-                    centered=group["centered"], weight_decay=group["weight_decay"],
-                    l1=group["l1"], maximize=group["maximize"])
-
-    def _state_names(self, group):
-        names = ["square_avg"]
-        if group["centered"]:
-            names.append("grad_avg")
-        if group["momentum"] > 0:
-            names.append("momentum_buffer")
-        return names
-
-
-class Adam(Optimizer):
-    """Adam (Kingma & Ba), optionally AMSGrad, with coupled L2 and L1::
-
-        t = t + 1
-        m = beta1 * m + (1 - beta1) * g ;  v = beta2 * v + (1 - beta2) * g * g
-        vmax = max(vmax, v), used in place of v   (amsgrad)
-        p = p - (lr / (1 - beta1**t)) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
-    """
-
-    _rule = "adam"
-    _decoupled = False
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, l1=0.0, maximize=False, backend=None, *,
-                 skip_nonfinite=False):
-        super().__init__(params, dict(lr=lr, betas=tuple(_betas(betas)), eps=eps,
-                                      weight_decay=weight_decay, amsgrad=amsgrad, l1=l1,
-                                      maximize=maximize),
-                         skip_nonfinite=skip_nonfinite, backend=backend)
-
-    def _rule_hyper(self, group, lr):
-        beta1, beta2 = _betas(group["betas"])
-        return dict(step=self._steps + 1, lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"],
-                    weight_decay=group["weight_decay"], decoupled=self._decoupled,
-                    amsgrad=group["amsgrad"], l1=group["l1"], maximize=group["maximize"])
-
-    def _state_names(self, group):
-        names = ["exp_avg", "exp_avg_sq"]
-        if group["amsgrad"]:
-            names.append("max_exp_avg_sq")
-        return names
-
-
-class AdamW(Adam):
-    """AdamW (Loshchilov & Hutter): Adam with decoupled weight decay::
-
-        t = t + 1 ;  p = p * (1 - lr * weight_decay)
-        then the Adam update, without coupled L2
-    """
-
-    _decoupled = True
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, l1=0.0, maximize=False, backend=None, *,
-                 skip_nonfinite=False):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, l1=l1, maximize=maximize, backend=backend,
-                         skip_nonfinite=skip_nonfinite)
-
-
-class Adagrad(Optimizer):
-    """Adagrad with learning-rate decay::
-
-        t = t + 1 ;  clr = lr / (1 + (t - 1) * lr_decay)
-        sum = sum + g * g        (sum starts at initial_accumulator_value)
-        p = p - clr * g / (sqrt(sum) + eps)
-    """
-
-    _rule = "adagrad"
-    _state_fill_keys = {"sum": "initial_accumulator_value"}
-
-    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10, l1=0.0, maximize=False,
-                 backend=None, *, skip_nonfinite=False):
-        _validate.nonnegative(initial_accumulator_value, "initial_accumulator_value")
-        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                                      initial_accumulator_value=initial_accumulator_value,
-                                      eps=eps, l1=l1, maximize=maximize),
-                         skip_nonfinite=skip_nonfinite, backend=backend)
-
-    def _rule_hyper(self, group, lr):
-        return dict(step=self._steps + 1, lr=lr, lr_decay=group["lr_decay"], eps=group["eps"],
-                    weight_decay=group["weight_decay"], l1=group["l1"],
-                    maximize=group["maximize"])
-
-    def _state_names(self, group):
-        return ["sum"]
+CLASSES = {front.name: _optimizer_class(front, rule) for front, rule in OPTIMIZERS}
+globals().update(CLASSES)
+__all__ = ["Optimizer", *CLASSES]

@@ -1,6 +1,7 @@
 """The backend registry."""
 
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 
 import fastopt
 from fastopt import backends
+from fastopt.rules import RULES
 
 
 def test_available_backends_lists_the_reference():
@@ -93,18 +95,31 @@ def test_without_numba_or_c_the_default_is_numpy():
     assert params == _one_adam_step_on_numpy()
 
 
-@pytest.mark.skipif(not C_BUILT, reason="the C extension is not built")
-def test_c_layout_constants_match_math():
-    # The C kernels index the hyper vector with csrc/fastopt.h's FO_* constants.
-    from fastopt import _fastopt_c, _math
+def test_c_rule_headers_are_generated_from_the_rules():
+    # csrc/fo_rules.h (scalar indices, rule ids, variant table) and fo_rule_bodies.h are
+    # what fastopt.rules._c_header generates now: the C kernels read the rules' layout.
+    from fastopt.rules import _c_header as c_header
 
-    names = [n for n in dir(_math) if n.isupper() and isinstance(getattr(_math, n), int)
-             and hasattr(_fastopt_c.lib, "FO_" + n)]
-    assert len(names) >= 24
-    for name in names:
-        assert getattr(_fastopt_c.lib, "FO_" + name) == getattr(_math, name), name
-    for rule, rule_id in _math.RULE_IDS.items():
-        assert getattr(_fastopt_c.lib, "FO_RULE_" + rule.upper()) == rule_id
+    csrc = os.path.join(os.path.dirname(__file__), os.pardir, "csrc")
+    for name, text in (("fo_rules.h", c_header.rules_header()),
+                       ("fo_rule_bodies.h", c_header.bodies_header())):
+        with open(os.path.join(csrc, name)) as f:
+            assert f.read() == text, f"csrc/{name} is stale: run python -m fastopt.rules._c_header"
+    for rule in RULES.values():
+        assert os.path.exists(os.path.join(csrc, "rules", rule.name + ".h")), rule.name
+
+
+@pytest.mark.skipif(not C_BUILT, reason="the C extension is not built")
+def test_c_has_exactly_the_rules_variants():
+    # Every flag combination a rule can be called with is compiled; every other index,
+    # an unknown rule among them, is refused rather than run as some other rule.
+    from fastopt import _fastopt_c
+
+    valid = {rule.variant(flags) for rule in RULES.values() for flags in rule.variants()}
+    assert len(valid) == sum(len(rule.variants()) for rule in RULES.values())
+    for has_variant in (_fastopt_c.lib.fo_has_variant_f32, _fastopt_c.lib.fo_has_variant_f64):
+        for index in range(-1, 16 * len(RULES) + 16):
+            assert bool(has_variant(index)) == (index in valid), index
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 8])

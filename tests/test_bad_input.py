@@ -145,6 +145,24 @@ HYPER = [
     (fastopt.Adam, dict(lr=float("nan")), "lr"),
     (fastopt.Adam, dict(amsgrad="yes"), "amsgrad"),
     (fastopt.Adam, dict(backend="gpu"), "backend"),
+    (fastopt.Adadelta, dict(rho=1.5), "rho"),
+    (fastopt.Adadelta, dict(eps=-1.0), "eps"),
+    (fastopt.Adamax, dict(betas=(0.9, 1.0)), "beta"),
+    (fastopt.Adamax, dict(weight_decay=-0.1), "weight_decay"),
+    (fastopt.NAdam, dict(momentum_decay=-1e-3), "momentum_decay"),
+    (fastopt.NAdam, dict(decoupled_weight_decay="yes"), "decoupled_weight_decay"),
+    (fastopt.RAdam, dict(betas=[0.9]), "betas"),
+    (fastopt.RAdam, dict(decoupled_weight_decay=1), "decoupled_weight_decay"),
+    (fastopt.ASGD, dict(lambd=-1.0), "lambd"),
+    (fastopt.ASGD, dict(t0=float("nan")), "t0"),
+    (fastopt.ASGD, dict(alpha="0.75"), "alpha"),
+    (fastopt.Rprop, dict(etas=(1.5, 1.2)), "eta"),
+    (fastopt.Rprop, dict(etas=(0.5, 0.9)), "eta"),
+    (fastopt.Rprop, dict(step_sizes=(1.0, 0.1)), "step_sizes"),
+    (fastopt.Rprop, dict(step_sizes=1e-6), "step_sizes"),
+    (fastopt.Lion, dict(betas=(1.0, 0.99)), "beta"),
+    (fastopt.Lion, dict(lr=-1e-4), "learning rate"),
+    (fastopt.Lion, dict(l1=-1.0), "l1"),
 ]
 
 
@@ -178,4 +196,11 @@ def test_functional_refuses_missing_state_and_bad_step(backend):
         functional.adam_(p, g, put(np.zeros(3)), put(np.zeros(3)), step=0, lr=0.1)
     with pytest.raises(ValueError, match="exp_avg"):
         functional.adam_(p, g, put(np.zeros(4)), put(np.zeros(3)), step=1, lr=0.1)
+    with pytest.raises(TypeError, match="mu_product"):
+        functional.nadam_(p, g, put(np.zeros(3)), put(np.zeros(3)), step=1, lr=0.1,
+                          mu_product="1")
+    with pytest.raises(ValueError, match="eta"):
+        functional.rprop_(p, g, put(np.zeros(3)), put(np.zeros(3)), lr=0.1, etaplus=0.9)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        functional.lion_(p, g, put(np.zeros(3)), lr=0.1, betas=(0.9, 0.99))
     np.testing.assert_array_equal(backend.get(p), np.ones(3))

@@ -57,7 +57,7 @@ def test_bench_empty_sizes_runs_the_parameter_lists_only(capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["bench", "--kernels", "lion"], "unknown: lion"),
+    (["bench", "--kernels", "shampoo"], "unknown: shampoo"),
     (["bench", "--sizes", "big"], "not a size"),
     (["bench", "--sizes", "-5"], "positive"),
     (["bench", "--methods", "jax"], "unknown: jax"),

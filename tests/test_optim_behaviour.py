@@ -13,6 +13,13 @@ ALL = [
     (fastopt.Adam, dict(amsgrad=True)),
     (fastopt.AdamW, dict()),
     (fastopt.Adagrad, dict(lr_decay=0.1)),
+    (fastopt.Adadelta, dict(weight_decay=0.01)),
+    (fastopt.Adamax, dict(lr=0.01)),
+    (fastopt.NAdam, dict(lr=0.01)),
+    (fastopt.RAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
+    (fastopt.ASGD, dict(lr=0.05, t0=3)),
+    (fastopt.Rprop, dict(lr=0.01)),
+    (fastopt.Lion, dict(lr=0.01, weight_decay=0.1)),
 ]
 
 
@@ -182,6 +189,32 @@ def test_functional_matches_class(backend, rng):
         opt.step([g])
     np.testing.assert_array_equal(backend.get(p), backend.get(q))
     np.testing.assert_array_equal(backend.get(m), backend.get(opt.state(0)["exp_avg"]))
+
+
+@pytest.mark.parametrize("cls, kernel, states, kw", [
+    (fastopt.NAdam, "nadam_", ["exp_avg", "exp_avg_sq"], dict(lr=0.01, weight_decay=0.1)),
+    (fastopt.ASGD, "asgd_", ["ax"], dict(lr=0.05, t0=2, lambd=0.1)),
+    (fastopt.Rprop, "rprop_", ["prev", "step_size"], dict(lr=0.01)),
+    (fastopt.RAdam, "radam_", ["exp_avg", "exp_avg_sq"], dict(lr=0.01)),
+])
+def test_functional_carries_what_the_class_carries(cls, kernel, states, kw, backend, rng):
+    # NAdam's mu_product and ASGD's eta and mu come back from each call for the next
+    # one; Rprop's first step sets the step sizes. Function and class give the same bits.
+    start = rng.standard_normal(40)
+    p, q = backend.put(start.copy()), backend.put(start.copy())
+    arrays = [backend.put(np.zeros(40)) for _ in states]
+    opt = cls([q], **kw)
+    function = getattr(functional, kernel)
+    carried = {}
+    for t in range(1, 12):
+        g = backend.put(rng.standard_normal(40))
+        context = {"step": t} if "step" in opt._rule.context else {"first": t == 1}
+        carried = function(p, g, *arrays, **context, **kw, **carried) or {}
+        opt.step([g])
+    assert set(carried) == set(opt._rule.carried)
+    np.testing.assert_array_equal(backend.get(p), backend.get(q))
+    for name, array in zip(states, arrays):
+        np.testing.assert_array_equal(backend.get(array), backend.get(opt.state(0)[name]))
 
 
 def test_functional_sgd_and_adagrad_and_rmsprop_closed_form(backend):

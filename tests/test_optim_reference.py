@@ -26,6 +26,21 @@ CASES = [
     (fastopt.Adagrad, dict(lr=0.1, lr_decay=0.05, initial_accumulator_value=0.1,
                            weight_decay=0.01)),
     (fastopt.Adagrad, dict(lr=0.1, eps=1e-6, l1=0.01, maximize=True)),
+    (fastopt.Adadelta, dict()),
+    (fastopt.Adadelta, dict(lr=0.5, rho=0.8, weight_decay=0.01, l1=0.01, maximize=True)),
+    (fastopt.Adamax, dict(lr=0.01)),
+    (fastopt.Adamax, dict(lr=0.01, betas=(0.3, 0.9), weight_decay=0.01, l1=0.01)),
+    (fastopt.NAdam, dict(lr=0.01)),
+    (fastopt.NAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, l1=0.01)),
+    (fastopt.RAdam, dict(lr=0.01, maximize=True)),
+    (fastopt.RAdam, dict(lr=0.01, betas=(0.6, 0.9), weight_decay=0.1)),
+    (fastopt.ASGD, dict(lr=0.05, t0=5, lambd=0.01)),
+    (fastopt.ASGD, dict(lr=0.05, weight_decay=0.01, l1=0.01, maximize=True)),
+    (fastopt.Rprop, dict(lr=0.01)),
+    (fastopt.Rprop, dict(lr=0.01, etas=(0.3, 1.5), step_sizes=(1e-3, 0.05), l1=0.01)),
+    (fastopt.Lion, dict(lr=0.01)),
+    (fastopt.Lion, dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1, l1=0.01,
+                        maximize=True)),
 ]
 SHAPES = [(33, 17), (1000,), (0,), (2, 3, 4), ()]
 
@@ -160,3 +175,27 @@ def test_compiled_backends_give_the_reference_bits(case, dtype, cpu_compiled_bac
         finals[name] = params
     for got, want in zip(finals[cpu_compiled_backend.name], finals["numpy"]):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", range(3))
+def test_lion_matches_its_definition(dtype, seed, backend):
+    # Lion is not in torch.optim: its definition (Chen et al. 2023, Algorithm 2),
+    # written out here, is the reference.
+    rng = np.random.default_rng(seed)
+    lr, wd = float(rng.uniform(1e-4, 1e-2)), float(rng.choice([0.0, 0.1]))
+    betas = (float(rng.uniform(0.8, 0.95)), float(rng.uniform(0.95, 0.999)))
+    start = rng.standard_normal(300).astype(dtype)
+    p = backend.put(start.copy())
+    opt = fastopt.Lion([p], lr=lr, betas=betas, weight_decay=wd)
+    want, m = start.copy(), np.zeros(300, dtype)
+    b1, b2, c1, c2 = (dtype(x) for x in (betas[0], betas[1], 1 - betas[0], 1 - betas[1]))
+    for _ in range(40):
+        g = rng.standard_normal(300).astype(dtype)
+        opt.step([backend.put(g)])
+        update = np.sign(b1 * m + c1 * g)
+        want = want * dtype(1 - lr * wd) - dtype(lr) * update
+        m = b2 * m + c2 * g
+    tol = dict(rtol=1e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(backend.get(p), want, **tol)
+    np.testing.assert_allclose(backend.get(opt.state(0)["exp_avg"]), m, **tol)

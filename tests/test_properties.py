@@ -29,6 +29,23 @@ optimizers = st.one_of(
     st.builds(lambda lr, d, init, wd: (fastopt.Adagrad, dict(
         lr=lr, lr_decay=d, initial_accumulator_value=init, weight_decay=wd)),
         lrs, small, small, small),
+    st.builds(lambda lr, rho, wd, mx: (fastopt.Adadelta, dict(
+        lr=lr, rho=rho, weight_decay=wd, maximize=mx)), lrs, unit, small, st.booleans()),
+    st.builds(lambda lr, b1, b2, wd, l1, cls: (cls, dict(
+        lr=lr, betas=(b1, b2), weight_decay=wd, l1=l1)),
+        lrs, unit, unit, small, small, st.sampled_from([fastopt.Adamax, fastopt.Lion])),
+    st.builds(lambda lr, b1, b2, wd, dec, md, cls: (cls, dict(
+        lr=lr, betas=(b1, b2), weight_decay=wd, decoupled_weight_decay=dec,
+        **({"momentum_decay": md} if cls is fastopt.NAdam else {}))),
+        lrs, unit, unit, small, st.booleans(), small,
+        st.sampled_from([fastopt.NAdam, fastopt.RAdam])),
+    st.builds(lambda lr, lambd, alpha, t0, wd: (fastopt.ASGD, dict(
+        lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=wd)),
+        lrs, small, unit, st.integers(0, 3), small),
+    st.builds(lambda lr, minus, plus, lo, mx: (fastopt.Rprop, dict(
+        lr=lr, etas=(minus, plus), step_sizes=(lo, 1.0), maximize=mx)),
+        lrs, st.floats(0.05, 0.95), st.floats(1.05, 3.0), st.floats(0.0, 1e-3),
+        st.booleans()),
 )
 
 

@@ -16,7 +16,7 @@ import glob
 
 import numpy as np
 
-from .._rules import RULES
+from ..rules import RULES
 
 CHUNK = 1 << 15  # elements per chunk: 128 KiB of float32, a comfortable L2 slice
 PARALLEL_MIN_ELEMENTS = 4 * CHUNK  # below this, kernels run on the calling thread
@@ -187,8 +187,8 @@ def optim_launch(rule_name, tensors, grads, hyper, parts, packed=None):
     addresses in the table and the rule's scalars packed in the tensors' dtype (as
     given in ``packed``, when the caller packed them already)."""
     rule = RULES[rule_name]
-    flags = rule.flags(hyper)
-    addresses, chunks = optim_tables(tensors, rule.slots(flags), parts)
+    flags = rule.kernel_flags(hyper)
+    addresses, chunks = optim_tables(tensors, rule.slots(hyper), parts)
     if packed is None:
         packed = rule.pack(tensors.dtype, hyper)
     return flags, with_grads(addresses, grads), chunks, packed

@@ -1,9 +1,9 @@
 """The ``"c"`` backend: the C99 kernels in ``csrc/``, compiled at install through cffi.
 
 It serves where Numba cannot (a Python release that Numba does not support yet, a
-machine where JIT compilation is not wanted) and, being written independently of
-:mod:`fastopt._math`, keeps the Numba kernels honest: both run the same test suite
-against the same reference. It uses the same address and chunk tables as the Numba
+machine where JIT compilation is not wanted) and, each rule's body being written
+again in C (``csrc/rules/NAME.h``), keeps the Numba kernels honest: both run the same
+test suite against the same reference. It uses the same address and chunk tables as the Numba
 backend and the same batch-norm blocking; the optimizer updates give the same bits,
 the vectorised float64 reductions agree to rounding.
 Threads come from OpenMP (``OMP_NUM_THREADS``); cffi releases the GIL during calls.
@@ -11,8 +11,8 @@ Threads come from OpenMP (``OMP_NUM_THREADS``); cffi releases the GIL during cal
 
 import numpy as np
 
-from .. import _math
 from .._fastopt_c import ffi, lib
+from ..rules import RULES
 from . import _tables
 
 _TYPES = {np.dtype(np.float32): ("float[]", "f32"), np.dtype(np.float64): ("double[]", "f64")}
@@ -55,7 +55,7 @@ class CBackend:
         flags, addresses, chunks, packed = _tables.optim_launch(rule_name, tensors, grads,
                                                                 hyper, parts, packed)
         ctype, tag = _TYPES[packed.dtype]
-        variant = _math.RULE_IDS[rule_name] * 8 + flags[0] * 4 + flags[1] * 2 + flags[2]
+        variant = RULES[rule_name].variant(flags)
         status = self._optim[tag](variant, _ptr("int64_t[]", addresses),
                                   _ptr("int64_t[]", chunks), len(chunks), _ptr(ctype, packed),
                                   parts)

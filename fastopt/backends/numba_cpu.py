@@ -1,4 +1,4 @@
-"""The ``"numba"`` backend: fused, parallel CPU kernels compiled from fastopt._math.
+"""The ``"numba"`` backend: fused, parallel CPU kernels compiled from fastopt.rules.
 
 One driver serves every rule: it walks a chunk table in parallel (``prange``) and, in
 each chunk, applies the rule's per-element function to the param, grad and used state
@@ -25,8 +25,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .. import _bn_math, _bn_passes, _math
-from .._rules import RULES
+from .. import _bn_math, _bn_passes
+from ..rules import RULES, source_stamp
+from ..rules._elements import element_functions
+from ..rules._spec import HYPER_LEN
 from . import _dispatch, _tables
 from ._numba_cache import disk_cache
 
@@ -58,13 +60,14 @@ def _pointer(typingctx, address):
 @numba.njit(inline="always")
 def _hyper_tuple(a):
     # HYPER_LEN scalars as an SSA tuple: no reloads from memory inside the loop.
-    return (a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11])
+    return (a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11],
+            a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19])
 
 
-assert _math.HYPER_LEN == 12
+assert HYPER_LEN == 20
 
 _update_element = _dispatch.rule_dispatcher(
-    _math.element_functions(numba.njit(inline="always")), numba.extending.overload)
+    element_functions(numba.njit(inline="always")), numba.extending.overload)
 
 
 def _launch(kernel, n_elements, *args):
@@ -80,12 +83,16 @@ def _launch(kernel, n_elements, *args):
             numba.set_num_threads(threads)
 
 
-def _make_optim_kernel(rule_id, flags, used, dtype):
+def _make_optim_kernel(rule_id, flags, used, dtype, stamp):
+    """The kernel of one rule variant. ``stamp`` (:func:`fastopt.rules.source_stamp`)
+    is closed over so that the disk cache's key changes with the rule's source."""
     itemsize = np.dtype(dtype).itemsize
     G, S0, S1, S2 = _tables.GRAD, _tables.SLOT0, _tables.SLOT0 + 1, _tables.SLOT0 + 2
 
     @numba.njit(parallel=True, cache=CACHE, nogil=True)
     def optim_kernel(addresses, chunks, hyper):
+        if stamp < 0:  # never: the stamp only keys the cache
+            return
         h = _hyper_tuple(hyper)
         for c in numba.prange(chunks.shape[0]):
             t = chunks[c, 0]
@@ -348,7 +355,7 @@ class NumbaBackend:
         kernel = self._kernels.get(key)
         if kernel is None:
             kernel = self._kernels[key] = _make_optim_kernel(
-                _math.RULE_IDS[rule.name], flags, used, np.dtype(dtype).type)
+                rule.id, flags, used, np.dtype(dtype).type, source_stamp(rule))
         return kernel
 
     def optim_step(self, rule_name, tensors, grads, hyper, packed=None):
@@ -358,7 +365,7 @@ class NumbaBackend:
         flags, addresses, chunks, packed = _tables.optim_launch(rule_name, tensors, grads,
                                                                 hyper, parts, packed)
         rule = RULES[rule_name]
-        used = tuple(name is not None for name in rule.slots(flags))
+        used = tuple(name is not None for name in rule.slots(hyper))
         _launch(self._kernel(rule, flags, used, tensors.dtype), tensors.total,
                 addresses, chunks, packed)
 

@@ -1,4 +1,4 @@
-"""The ``"cuda"`` backend: numba-cuda kernels compiled from fastopt._math.
+"""The ``"cuda"`` backend: numba-cuda kernels compiled from fastopt.rules.
 
 Params, grads and state stay on the device. One optimizer step is one kernel launch
 per group and dtype, in the spirit of multi_tensor_apply: one thread block per entry
@@ -21,8 +21,10 @@ import numba
 import numpy as np
 from numba import config, cuda
 
-from .. import _device, _math
-from .._rules import RULES
+from .. import _device
+from ..rules import RULES
+from ..rules._elements import element_functions
+from ..rules._spec import ZERO
 from . import _dispatch, _tables
 from ._numba_cache import disk_cache
 from ._tables import one_window  # CudaBackend has a method named _tables
@@ -58,18 +60,18 @@ else:
         return pointer(types.int64, like), codegen
 
 if SIMULATED:
-    _update_element = _dispatch.rule_dispatcher(_math.element_functions(cuda.jit(device=True)))
+    _update_element = _dispatch.rule_dispatcher(element_functions(cuda.jit(device=True)))
 else:
     from numba.cuda.extending import overload as _cuda_overload
 
     _update_element = _dispatch.rule_dispatcher(
-        _math.element_functions(cuda.jit(device=True)), _cuda_overload)
+        element_functions(cuda.jit(device=True)), _cuda_overload)
 
 
 def _make_optim_kernel(rule_id, flags, used):
     @cuda.jit
     def optim_kernel(addresses, grads, chunks, h):
-        zero = h[_math.ZERO]
+        zero = h[ZERO]
         for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
             t = chunks[c, 0]
             p = _element_pointer(addresses[t, _P], zero)
@@ -184,8 +186,7 @@ class CudaBackend:
         key = (rule_name, flags, used)
         kernel = self._kernels.get(key)
         if kernel is None:
-            kernel = self._kernels[key] = _make_optim_kernel(_math.RULE_IDS[rule_name],
-                                                             flags, used)
+            kernel = self._kernels[key] = _make_optim_kernel(RULES[rule_name].id, flags, used)
         return kernel
 
     def _chunks(self, sizes):
@@ -211,8 +212,8 @@ class CudaBackend:
         """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` (with
         its scalars ``packed`` already, or packed here)."""
         rule = RULES[rule_name]
-        flags = rule.flags(hyper)
-        slots = rule.slots(flags)
+        flags = rule.kernel_flags(hyper)
+        slots = rule.slots(hyper)
         used = tuple(name is not None for name in slots)
         kernel = self._kernel(rule_name, flags, used)
         h = tuple(rule.pack(tensors.dtype, hyper) if packed is None else packed)

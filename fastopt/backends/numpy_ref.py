@@ -1,13 +1,10 @@
-"""The ``"numpy"`` backend: :mod:`fastopt.reference`, one tensor at a time."""
+"""The ``"numpy"`` backend: each rule's NumPy reference (:mod:`fastopt.rules`) and
+:mod:`fastopt.reference`'s batch norm, one tensor at a time."""
 
 import numpy as np
 
-from .. import reference
-from .._rules import RULES
+from ..rules import RULES
 from . import _tables
-
-# How many state arrays each reference function takes (the others take three).
-_STATE_ARGS = {"sgd": 1, "adagrad": 1, "velocity": 1, "rmsprop_sq": 1, "adam_sq": 2}
 
 
 class NumpyBackend:
@@ -16,15 +13,13 @@ class NumpyBackend:
     name = "numpy"
 
     def optim_step(self, rule_name, tensors, grads, hyper, packed=None):
-        """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` (the
-        reference takes the hyperparameters by name; ``packed`` is not used)."""
+        """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` with the
+        rule's NumPy reference (its scalars ``packed`` already, or packed here)."""
         rule = RULES[rule_name]
-        slots = rule.slots(rule.flags(hyper))
-        update = getattr(reference, rule_name)
+        slots = rule.slots(hyper)
         for i, (p, g) in enumerate(zip(tensors.params, grads)):
             states = [tensors.states[name][i] if name else None for name in slots]
-            states = states[:_STATE_ARGS.get(rule_name, 3)]
-            update(p, g, *states, **hyper)
+            rule.reference_step(p, g, states, hyper, packed)
 
     def chunk_sums_of_squares(self, arrays):
         """Float64 sums of squares, one per array (the reference needs no chunking)."""
