@@ -83,6 +83,8 @@ def state(array, like, where):
 
 def real(value, name):
     """A real, finite number as a Python float."""
+    if type(value) is float and math.isfinite(value):  # the common case, without ABCs
+        return value
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating,
                                                          np.integer)):
         raise TypeError(f"{name} must be a real number, got {value!r}")

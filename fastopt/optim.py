@@ -18,6 +18,7 @@ from ._params import is_array, plain
 from ._tensorset import TensorSet
 from .grads import _all_finite_flat
 from .rules import OPTIMIZERS
+from .rules._spec import LEARNING_RATE
 
 
 class Optimizer:
@@ -42,6 +43,7 @@ class Optimizer:
         self._flat, self._names, self._keys = [], [], []
         self.param_groups = []
         self._carried = []  # per group: the rule's carried scalars (after the first step)
+        self._checked = {}  # per group: (its option values, their checked hyperparameters)
         for group in groups:
             unknown = set(group) - set(self.defaults) - {"params"}
             if unknown:
@@ -130,7 +132,32 @@ class Optimizer:
         return flat
 
     def _checked_hyper(self, gi, group, grad_scale):
-        """Group ``gi``'s kernel hyperparameters for the next step, checked."""
+        """Group ``gi``'s kernel hyperparameters for the next step, checked (``grad_scale``
+        has been checked by the caller). The checked options are kept while the group's
+        values stay the same, so a step re-checks only what changes between steps: a
+        scheduled lr; the step counter and the carried scalars are the optimizer's own."""
+        rule, lr = self._rule, group["lr"]
+        scheduled = callable(lr)
+        key = tuple((k, _frozen(v)) for k, v in group.items()
+                    if k != "params" and not (scheduled and k == "lr"))
+        cached = self._checked.get(gi)
+        if cached is None or cached[0] != key:
+            checked = rule.check(rule.carried_in(self._hyper(gi, group, grad_scale)))
+            self._checked[gi] = (key, checked)
+            return checked
+        hyper = dict(cached[1], grad_scale=grad_scale)
+        if scheduled:
+            hyper["lr"] = LEARNING_RATE(lr(self._steps))
+        if "step" in rule.context:
+            hyper["step"] = self._steps + 1
+        if "first" in rule.context:
+            hyper["first"] = self._steps == 0
+        for name in rule.carried:
+            hyper[name] = self._carried[gi].get(name)
+        return rule.carried_in(hyper)
+
+    def _hyper(self, gi, group, grad_scale):
+        """Group ``gi``'s kernel hyperparameters for the next step, unchecked."""
         rule, front = self._rule, self._front
         lr = group["lr"]
         hyper = dict(front.fixed, lr=lr(self._steps) if callable(lr) else lr,
@@ -151,7 +178,7 @@ class Optimizer:
         if "first" in rule.context:
             hyper["first"] = self._steps == 0
         hyper.update(self._carried[gi])
-        return rule.check(rule.carried_in(hyper))
+        return hyper
 
     # -- the step -----------------------------------------------------------------
 
@@ -318,6 +345,14 @@ class Optimizer:
         options = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())
         return (f"{type(self).__name__}({len(self._flat)} params in "
                 f"{len(self.param_groups)} group(s), {options}, backend={self.backend!r})")
+
+
+def _frozen(value):
+    """A group option's value as a comparable snapshot (a list or array may be changed
+    in place after it was checked)."""
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    return (type(value), *value) if isinstance(value, (list, tuple)) else value
 
 
 def _members(params):

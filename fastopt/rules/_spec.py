@@ -223,22 +223,25 @@ class Rule:
 
     # -- checks -------------------------------------------------------------------
 
+    def __post_init__(self):
+        # The (name, check) pair of every kernel hyperparameter, flattened once.
+        checks = [(name, CONTEXT_CHECKS[name]) for name in self.context]
+        for option in self.options:
+            if option.kernel:
+                checks += option.split or ((option.name, option.check),)
+        if self.penalties:
+            checks += [("l1", nonnegative("l1")), ("maximize", boolean("maximize"))]
+        checks += [(name, real(name)) for name in self.carried]
+        object.__setattr__(self, "_checks", tuple(checks))
+        object.__setattr__(self, "_order", tuple(COMMON) + tuple(self.scalars))
+        slots(self.scalars)  # they fit HYPER_LEN
+
     def check(self, hyper):
         """The kernel hyperparameters checked (a new dict), or ValueError/TypeError
         naming the one that is wrong."""
         checked = dict(hyper)
-        for name in self.context:
-            checked[name] = CONTEXT_CHECKS[name](hyper[name])
-        for option in self.options:
-            if not option.kernel:
-                continue
-            for name, check in option.split or ((option.name, option.check),):
-                checked[name] = check(hyper[name])
-        if self.penalties:
-            checked["l1"] = _validate.nonnegative(hyper["l1"], "l1")
-            checked["maximize"] = _validate.boolean(hyper["maximize"], "maximize")
-        for name in self.carried:
-            checked[name] = _validate.real(hyper[name], name)
+        for name, check in self._checks:
+            checked[name] = check(hyper[name])
         checked["grad_scale"] = _validate.grad_scale(hyper["grad_scale"])
         if self.validate is not None:
             self.validate(checked)
@@ -264,10 +267,7 @@ class Rule:
                   "weight_decay": 0.0 if decoupled else wd, "l1": hyper.get("l1", 0.0),
                   "zero": 0.0, "one": 1.0,
                   "decay": 1.0 - hyper["lr"] * wd if decoupled else 1.0}
-        own = self.host(hyper)
-        if set(own) != set(self.scalars):
-            raise AssertionError(f"{self.name}.host gives {sorted(own)}, not its scalars")
-        values.update(own)
+        values.update(self.host(hyper))  # tests/test_rules.py: it gives exactly `scalars`
         return values
 
     def pack(self, dtype, hyper):
@@ -275,7 +275,7 @@ class Rule:
         (as ``lr=1e39`` overflows float32) or a grad_scale that rounds to 0 would write
         inf or NaN into every element, so it is refused, naming its hyperparameter."""
         values = self.scalar_values(hyper)
-        order = list(COMMON) + list(self.scalars)
+        order = self._order
         vector = [values[name] for name in order] + [0.0] * (HYPER_LEN - len(order))
         rounds_to_inf, rounds_to_zero = _ROUNDING[dtype]
         if not max(map(abs, vector)) < rounds_to_inf or abs(vector[SCALE]) <= rounds_to_zero:
