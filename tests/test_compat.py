@@ -417,3 +417,117 @@ def test_accelerate_unpatches_when_fit_raises():
             MLPRegressor(max_iter=2).fit(np.full((4, 2), np.nan), np.ones(4))
     assert _multilayer_perceptron.SGDOptimizer is sk.SGDOptimizer
     assert _multilayer_perceptron.AdamOptimizer is sk.AdamOptimizer
+
+
+# -- deeplearning.ai's Course 2 "Optimization methods" -------------------------------------
+# The notebook's functions, as the course gives them (the reference for bit equality).
+
+
+def dlai_gd(parameters, grads, learning_rate):
+    L = len(parameters) // 2
+    for n in range(1, L + 1):
+        parameters["W" + str(n)] = parameters["W" + str(n)] - learning_rate * grads["dW" + str(n)]
+        parameters["b" + str(n)] = parameters["b" + str(n)] - learning_rate * grads["db" + str(n)]
+    return parameters
+
+
+def dlai_momentum(parameters, grads, v, beta, learning_rate):
+    L = len(parameters) // 2
+    for n in range(1, L + 1):
+        for p in ("W", "b"):
+            v["d" + p + str(n)] = beta * v["d" + p + str(n)] + (1 - beta) * grads["d" + p + str(n)]
+            parameters[p + str(n)] = parameters[p + str(n)] - learning_rate * v["d" + p + str(n)]
+    return parameters, v
+
+
+def dlai_adam(parameters, grads, v, s, t, learning_rate=0.01, beta1=0.9, beta2=0.999,
+              epsilon=1e-8):
+    L = len(parameters) // 2
+    v_corrected, s_corrected = {}, {}
+    for n in range(1, L + 1):
+        for p in ("W", "b"):
+            k = "d" + p + str(n)
+            v[k] = beta1 * v[k] + (1 - beta1) * grads[k]
+            v_corrected[k] = v[k] / (1 - np.power(beta1, t))
+            s[k] = beta2 * s[k] + (1 - beta2) * np.power(grads[k], 2)
+            s_corrected[k] = s[k] / (1 - np.power(beta2, t))
+            parameters[p + str(n)] = parameters[p + str(n)] - learning_rate * v_corrected[k] / (
+                np.sqrt(s_corrected[k]) + epsilon)
+    return parameters, v, s, v_corrected, s_corrected
+
+
+def dlai_net(rng, sizes=(60, 20, 7, 5, 1)):
+    """The course's layer layout (W: (n_l, n_{l-1}), b: (n_l, 1)), smaller input."""
+    params = {}
+    for n in range(1, len(sizes)):
+        params["W" + str(n)] = rng.standard_normal((sizes[n], sizes[n - 1])) * 0.1
+        params["b" + str(n)] = np.zeros((sizes[n], 1))
+    return params
+
+
+def dlai_grads(rng, params):
+    grads = {"d" + k: rng.standard_normal(v.shape) for k, v in params.items()}
+    grads["dA1"] = rng.standard_normal((3, 3))  # the notebook's grads hold more keys
+    return grads
+
+
+@pytest.mark.parametrize("method", ["gd", "momentum", "momentum0", "adam"])
+def test_deeplearning_ai_is_bit_identical_to_the_notebook(method, rng, cpu_backend):
+    from fastopt.compat import deeplearning_ai as dl
+
+    ours = dlai_net(rng)
+    theirs = {k: v.copy() for k, v in ours.items()}
+    v_ours, s_ours = dl.initialize_adam(ours)
+    v_theirs, s_theirs = ({k: a.copy() for k, a in d.items()} for d in (v_ours, s_ours))
+    assert set(v_ours) == {"d" + k for k in ours} and v_ours["db2"].shape == (7, 1)
+    for t in range(1, 41):
+        grads = dlai_grads(rng, ours)
+        lr = dl.schedule_lr_decay(0.05, t, 0.3, time_interval=10)
+        if method == "gd":
+            assert dl.update_parameters_with_gd(ours, grads, lr) is ours
+            theirs = dlai_gd(theirs, grads, lr)
+        elif method.startswith("momentum"):
+            beta = 0.0 if method == "momentum0" else 0.9
+            dl.update_parameters_with_momentum(ours, grads, v_ours, beta, lr)
+            theirs, v_theirs = dlai_momentum(theirs, grads, v_theirs, beta, lr)
+        else:
+            _, _, _, vc, sc = dl.update_parameters_with_adam(ours, grads, v_ours, s_ours, t,
+                                                             learning_rate=lr)
+            theirs, v_theirs, s_theirs, vc_t, sc_t = dlai_adam(theirs, grads, v_theirs,
+                                                                s_theirs, t, learning_rate=lr)
+            for k in vc_t:
+                np.testing.assert_array_equal(vc[k], vc_t[k])
+                np.testing.assert_array_equal(sc[k], sc_t[k])
+    for k in theirs:
+        np.testing.assert_array_equal(ours[k], theirs[k])
+    if method != "gd":
+        for k in v_theirs:
+            np.testing.assert_array_equal(v_ours[k], v_theirs[k])
+            np.testing.assert_array_equal(s_ours[k], s_theirs[k])
+
+
+def test_deeplearning_ai_learning_rate_decay_matches_the_notebook():
+    from fastopt.compat import deeplearning_ai as dl
+
+    assert dl.update_lr(0.5, 2, 1) == 1 / (1 + 1 * 2) * 0.5
+    assert dl.schedule_lr_decay(0.5, 100, 1, time_interval=30) == 0.5 / 4
+    assert dl.schedule_lr_decay(0.5, 2999, 1) == 0.5 / 3
+
+
+def test_deeplearning_ai_refuses_bad_input_before_writing(rng, cpu_backend):
+    from fastopt.compat import deeplearning_ai as dl
+
+    params = dlai_net(rng)
+    before = {k: v.copy() for k, v in params.items()}
+    v, s = dl.initialize_adam(params)
+    grads = dlai_grads(rng, params)
+    with pytest.raises(ValueError, match="t must be"):
+        dl.update_parameters_with_adam(params, grads, v, s, 0)
+    with pytest.raises(ValueError, match="lacks"):
+        dl.update_parameters_with_gd(params, {"dW1": grads["dW1"]}, 0.1)
+    with pytest.raises(ValueError, match="shape"):
+        dl.update_parameters_with_momentum(params, {**grads, "db2": np.ones(3)}, v, 0.9, 0.1)
+    with pytest.raises(ValueError, match="W1, b1"):
+        dl.update_parameters_with_gd({"W1": params["W1"]}, grads, 0.1)
+    for k in before:
+        np.testing.assert_array_equal(params[k], before[k])

@@ -8,6 +8,8 @@ where they differ from torch.optim) and runs fastopt's fused kernels underneath:
 * :mod:`fastopt.compat.sklearn`: scikit-learn's MLP optimizers, and ``accelerate()``,
   under which ``MLPClassifier``/``MLPRegressor`` train with them.
 * :mod:`fastopt.compat.nnfs`: the optimizers of "Neural Networks from Scratch".
+* :mod:`fastopt.compat.deeplearning_ai`: the update functions of the Deep Learning
+  Specialization's "Optimization methods" notebook (Course 2).
 
 Import the submodule you need; nothing is imported here.
 """

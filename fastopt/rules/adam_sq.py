@@ -1,7 +1,8 @@
 """Adam as cs231n, nnfs and scikit-learn write it, ``(1 - beta2) * (g * g)`` (for
 :mod:`fastopt.compat`): bias-corrected moments, ``p -= lr*(m/bc1) / (sqrt(v/bc2) + eps)``
 (``corrected``: cs231n, nnfs), or scikit-learn's ``p -= lr_t*m / (sqrt(v) + eps)`` with
-``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``."""
+``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``. ``numpy_power``: the powers
+``beta**t`` as ``np.power`` computes them (deeplearning.ai's notebook)."""
 
 import math
 
@@ -33,17 +34,20 @@ def reference(p, g, m, v, s2, k, f):
 
 
 def host(hp):
-    bc1, bc2 = 1.0 - hp["beta1"] ** hp["step"], 1.0 - hp["beta2"] ** hp["step"]
+    # deeplearning.ai's notebook corrects with np.power, which is not always Python's **
+    # (NumPy's own pow rounds differently for some steps).
+    power = np.power if hp.get("numpy_power") else pow
+    bc1, bc2 = 1.0 - power(hp["beta1"], hp["step"]), 1.0 - power(hp["beta2"], hp["step"])
     return {"beta1": hp["beta1"], "one_minus_beta1": 1.0 - hp["beta1"],
             "beta2": hp["beta2"], "one_minus_beta2": 1.0 - hp["beta2"],
             "lr": hp["lr"] if hp["corrected"] else hp["lr"] * math.sqrt(bc2) / bc1,
-            "bc1": bc1, "eps": hp["eps"], "bc2": bc2}
+            "bc1": float(bc1), "eps": hp["eps"], "bc2": float(bc2)}
 
 
 RULE = Rule(
     "adam_sq", id=6,
     options=(Option("lr"), Option("beta1"), Option("beta2"), Option("eps"),
-             Option("corrected")),
+             Option("corrected"), Option("numpy_power", False)),
     context=("step",),
     states=(State("m"), State("v", signed=False)),
     scalars=SCALARS, host=host,
