@@ -13,3 +13,5 @@
 #include "rules/asgd.h"
 #include "rules/rprop.h"
 #include "rules/lion.h"
+#include "rules/nesterov_dlfs.h"
+#include "rules/mass_momentum.h"

@@ -130,7 +130,20 @@
 #define FO_LION_BETA2 9
 #define FO_LION_ONE_MINUS_BETA2 10
 
-#define FO_N_VARIANTS 224
+/* nesterov_dlfs */
+#define FO_RULE_NESTEROV_DLFS 14
+#define FO_NESTEROV_DLFS_MOMENTUM 6
+#define FO_NESTEROV_DLFS_LR 7
+#define FO_NESTEROV_DLFS_MOMENTUM_SQUARED 8
+#define FO_NESTEROV_DLFS_GRAD_STEP 9
+
+/* mass_momentum */
+#define FO_RULE_MASS_MOMENTUM 15
+#define FO_MASS_MOMENTUM_MASS 6
+#define FO_MASS_MOMENTUM_ONE_MINUS_MASS 7
+#define FO_MASS_MOMENTUM_STEP_SIZE 8
+
+#define FO_N_VARIANTS 256
 /* X(index, rule, flag0, flag1, scaled, decayed) for every compiled variant. */
 #define FO_VARIANTS(X) \
     X(0, sgd, 0, 0, 0, 0) \
@@ -183,10 +196,16 @@
     X(74, velocity, 1, 0, 1, 0) \
     X(80, rmsprop_sq, 0, 0, 0, 0) \
     X(82, rmsprop_sq, 0, 0, 1, 0) \
+    X(88, rmsprop_sq, 1, 0, 0, 0) \
+    X(90, rmsprop_sq, 1, 0, 1, 0) \
     X(96, adam_sq, 0, 0, 0, 0) \
     X(98, adam_sq, 0, 0, 1, 0) \
+    X(100, adam_sq, 0, 1, 0, 0) \
+    X(102, adam_sq, 0, 1, 1, 0) \
     X(104, adam_sq, 1, 0, 0, 0) \
     X(106, adam_sq, 1, 0, 1, 0) \
+    X(108, adam_sq, 1, 1, 0, 0) \
+    X(110, adam_sq, 1, 1, 1, 0) \
     X(112, adadelta, 0, 0, 0, 0) \
     X(113, adadelta, 0, 0, 0, 1) \
     X(114, adadelta, 0, 0, 1, 0) \
@@ -215,5 +234,9 @@
     X(209, lion, 0, 0, 0, 1) \
     X(210, lion, 0, 0, 1, 0) \
     X(211, lion, 0, 0, 1, 1) \
+    X(224, nesterov_dlfs, 0, 0, 0, 0) \
+    X(226, nesterov_dlfs, 0, 0, 1, 0) \
+    X(240, mass_momentum, 0, 0, 0, 0) \
+    X(242, mass_momentum, 0, 0, 1, 0) \
 
 #endif

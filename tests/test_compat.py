@@ -531,3 +531,231 @@ def test_deeplearning_ai_refuses_bad_input_before_writing(rng, cpu_backend):
         dl.update_parameters_with_gd({"W1": params["W1"]}, grads, 0.1)
     for k in before:
         np.testing.assert_array_equal(params[k], before[k])
+
+
+# -- Deep Learning from Scratch (common/optimizer.py) --------------------------------------
+# The book's classes, as it gives them (dict params; book 2 uses lists the same way).
+
+
+class BookSGD:
+    def __init__(self, lr=0.01):
+        self.lr = lr
+
+    def update(self, params, grads):
+        for key in keys_of(params):
+            params[key] -= self.lr * grads[key]
+
+
+class BookMomentum:
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr, self.momentum, self.v = lr, momentum, None
+
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = {key: np.zeros_like(params[key]) for key in keys_of(params)}
+        for key in keys_of(params):
+            self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
+            params[key] += self.v[key]
+
+
+class BookNesterov:
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr, self.momentum, self.v = lr, momentum, None
+
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = {key: np.zeros_like(params[key]) for key in keys_of(params)}
+        for key in keys_of(params):
+            self.v[key] *= self.momentum
+            self.v[key] -= self.lr * grads[key]
+            params[key] += self.momentum * self.momentum * self.v[key]
+            params[key] -= (1 + self.momentum) * self.lr * grads[key]
+
+
+class BookAdaGrad:
+    def __init__(self, lr=0.01):
+        self.lr, self.h = lr, None
+
+    def update(self, params, grads):
+        if self.h is None:
+            self.h = {key: np.zeros_like(params[key]) for key in keys_of(params)}
+        for key in keys_of(params):
+            self.h[key] += grads[key] * grads[key]
+            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
+
+
+class BookRMSprop:
+    def __init__(self, lr=0.01, decay_rate=0.99):
+        self.lr, self.decay_rate, self.h = lr, decay_rate, None
+
+    def update(self, params, grads):
+        if self.h is None:
+            self.h = {key: np.zeros_like(params[key]) for key in keys_of(params)}
+        for key in keys_of(params):
+            self.h[key] *= self.decay_rate
+            self.h[key] += (1 - self.decay_rate) * grads[key] * grads[key]
+            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
+
+
+class BookAdam:
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+        self.lr, self.beta1, self.beta2, self.iter, self.m, self.v = lr, beta1, beta2, 0, None, None
+
+    def update(self, params, grads):
+        if self.m is None:
+            self.m = {key: np.zeros_like(params[key]) for key in keys_of(params)}
+            self.v = {key: np.zeros_like(params[key]) for key in keys_of(params)}
+        self.iter += 1
+        lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
+        for key in keys_of(params):
+            self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
+            self.v[key] += (1 - self.beta2) * (grads[key]**2 - self.v[key])
+            params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
+
+
+def keys_of(params):
+    return list(params) if isinstance(params, dict) else range(len(params))
+
+
+DLFS = [("SGD", BookSGD, dict(lr=0.1)), ("Momentum", BookMomentum, dict(lr=0.05)),
+        ("Nesterov", BookNesterov, dict(lr=0.05, momentum=0.8)),
+        ("AdaGrad", BookAdaGrad, dict(lr=0.05)), ("RMSprop", BookRMSprop, dict(lr=0.01)),
+        ("Adam", BookAdam, dict(lr=0.01))]
+
+
+@pytest.mark.parametrize("name, book, kw", DLFS, ids=[d[0] for d in DLFS])
+@pytest.mark.parametrize("layout", ["dict", "list"])
+def test_dlfs_is_bit_identical_to_the_book(name, book, kw, layout, rng, cpu_backend):
+    from fastopt.compat import dlfs
+
+    shapes = {"W1": (784, 50), "b1": (50,), "W2": (50, 10), "b2": (10,)}  # the two-layer net
+    ours = {k: rng.standard_normal(s) * 0.1 for k, s in shapes.items()}
+    if layout == "list":
+        ours = list(ours.values())
+    theirs = {k: v.copy() for k, v in ours.items()} if layout == "dict" else \
+        [v.copy() for v in ours]
+    opt, ref = getattr(dlfs, name)(**kw), book(**kw)
+    for _ in range(40):
+        grads = {k: rng.standard_normal(s) for k, s in shapes.items()}
+        if layout == "list":
+            grads = list(grads.values())
+        opt.update(ours, grads)
+        ref.update(theirs, grads)
+    for key in keys_of(theirs):
+        np.testing.assert_array_equal(ours[key], theirs[key])
+    for attribute in ("v", "h", "m"):
+        if hasattr(ref, attribute):
+            for key in keys_of(theirs):
+                np.testing.assert_array_equal(getattr(opt, attribute)[key],
+                                              getattr(ref, attribute)[key])
+    assert getattr(opt, "iter", None) == getattr(ref, "iter", None)
+
+
+def test_dlfs_refuses_mismatched_grads(rng, cpu_backend):
+    from fastopt.compat import dlfs
+
+    params = {"W": np.ones((3, 2)), "b": np.ones(2)}
+    with pytest.raises(ValueError, match="lacks"):
+        dlfs.Adam().update(params, {"W": np.ones((3, 2))})
+    with pytest.raises(TypeError, match="two dicts or two lists"):
+        dlfs.SGD().update(list(params.values()), {"W": np.ones((3, 2))})
+    np.testing.assert_array_equal(params["W"], np.ones((3, 2)))
+
+
+# -- HIPS autograd (autograd.misc.optimizers) ---------------------------------------------
+# Its three optimizers on flat vectors, as autograd gives them (the reference).
+
+
+def ag_sgd(grad, x, callback=None, num_iters=200, step_size=0.1, mass=0.9):
+    velocity = np.zeros(len(x))
+    for i in range(num_iters):
+        g = grad(x, i)
+        velocity = mass * velocity - (1.0 - mass) * g
+        x = x + step_size * velocity
+    return x
+
+
+def ag_rmsprop(grad, x, callback=None, num_iters=100, step_size=0.1, gamma=0.9, eps=10**-8):
+    avg_sq_grad = np.ones(len(x))
+    for i in range(num_iters):
+        g = grad(x, i)
+        avg_sq_grad = avg_sq_grad * gamma + g**2 * (1 - gamma)
+        x = x - step_size * g / (np.sqrt(avg_sq_grad) + eps)
+    return x
+
+
+def ag_adam(grad, x, callback=None, num_iters=100, step_size=0.001, b1=0.9, b2=0.999,
+            eps=10**-8):
+    m = np.zeros(len(x))
+    v = np.zeros(len(x))
+    for i in range(num_iters):
+        g = grad(x, i)
+        m = (1 - b1) * g + b1 * m
+        v = (1 - b2) * (g**2) + b2 * v
+        mhat = m / (1 - b1**(i + 1))
+        vhat = v / (1 - b2**(i + 1))
+        x = x - step_size * mhat / (np.sqrt(vhat) + eps)
+    return x
+
+
+@pytest.mark.parametrize("name, reference, kw", [
+    ("sgd", ag_sgd, dict(step_size=0.05, mass=0.8)),
+    ("rmsprop", ag_rmsprop, dict(step_size=0.01)),
+    ("adam", ag_adam, dict(step_size=0.01)),
+])
+def test_autograd_optimizers_are_bit_identical(name, reference, kw, rng, cpu_backend):
+    from fastopt.compat import autograd as ag
+
+    # A nested x0, as autograd allows: a dict (keys sorted when flattened) of a list of
+    # arrays, a tuple and a scalar.
+    x0 = {"w": [rng.standard_normal((4, 3)), rng.standard_normal(3)],
+          "a": (rng.standard_normal(2), 0.5), "c": np.float64(1.5)}
+    target = rng.standard_normal(4 * 3 + 3 + 2 + 1 + 1)
+    flat0, unflatten = ag.flatten(x0)
+    assert flat0.shape == (19,)
+
+    def flat_grad(x, i):
+        return (x - target) * (1.0 + 0.01 * i)
+
+    seen = []
+
+    def grad(params, i):
+        return unflatten(flat_grad(ag.flatten(params)[0], i))
+
+    got = getattr(ag, name)(grad, x0, callback=lambda x, i, g: seen.append(i), num_iters=30,
+                            **kw)
+    want = reference(flat_grad, flat0.copy(), num_iters=30, **kw)
+    np.testing.assert_array_equal(ag.flatten(got)[0], want)
+    assert seen == list(range(30))
+    assert isinstance(got, dict) and isinstance(got["a"], tuple) and got["w"][0].shape == (4, 3)
+
+
+def test_autograd_adapter_matches_the_package_and_differentiates_through_it(cpu_backend):
+    autograd = pytest.importorskip("autograd")
+    from autograd.misc import optimizers
+
+    from fastopt.compat import autograd as ag
+
+    rng = np.random.default_rng(7)
+    x0 = {"b": rng.standard_normal(3), "a": [rng.standard_normal((2, 2)), 0.25]}
+    target = {"b": rng.standard_normal(3), "a": [rng.standard_normal((2, 2)), -1.0]}
+
+    def grad(x, i):
+        return {"b": x["b"] - target["b"], "a": [2.0 * (x["a"][0] - target["a"][0]),
+                                                 x["a"][1] - target["a"][1]]}
+
+    for name in ("sgd", "rmsprop", "adam"):
+        ours = ag.flatten(getattr(ag, name)(grad, x0, num_iters=25))[0]
+        theirs = autograd.misc.flatten(getattr(optimizers, name)(grad, x0, num_iters=25))[0]
+        np.testing.assert_array_equal(ours, theirs)
+
+    # Meta-optimisation: x0 is boxed, so the adapter runs autograd's own code.
+    def final_loss(scale):
+        x = ag.adam(lambda x, i: 2.0 * (x - 1.0), scale * np.ones(3), num_iters=5,
+                    step_size=0.1)
+        return autograd.numpy.sum(x ** 2)
+
+    slope = autograd.grad(final_loss)(0.5)
+    eps = 1e-6
+    numeric = (final_loss(0.5 + eps) - final_loss(0.5 - eps)) / (2 * eps)
+    assert slope == pytest.approx(numeric, rel=1e-5)

@@ -51,3 +51,12 @@ def test_digits_with_plateau_and_early_stopping(capsys):
     assert result["restored_loss"] == best  # the best epoch's params, bit for bit
     assert history[-1]["val_loss"] != best
     assert "params restored" in capsys.readouterr().out
+
+
+def test_dlfs_two_layer_net_trains_the_same(capsys):
+    pytest.importorskip("sklearn")
+    result = _load("dlfs_two_layer_net").main(["--quick"])
+    assert result["same"] is True
+    losses = result["losses"]
+    assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5])  # it learns
+    assert "identical loss curves and weights: True" in capsys.readouterr().out

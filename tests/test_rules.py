@@ -18,7 +18,7 @@ def sample_hyper(rule):
     # The adapters' rules have no defaults: their libraries' usual values.
     hyper = {"step": 3, "first": False, "grad_scale": None, "l1": 0.0, "maximize": False,
              "momentum": 0.9, "nesterov": False, "alpha": 0.9, "eps": 1e-8, "beta1": 0.9,
-             "beta2": 0.99, "corrected": True}
+             "beta2": 0.99, "corrected": True, "mass": 0.9}
     for option in rule.options:
         if option.split:
             hyper.update(zip([n for n, _ in option.split], option.default))

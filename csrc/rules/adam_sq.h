@@ -1,9 +1,12 @@
 /* Adam, cs231n's, nnfs' and scikit-learn's rounding (fastopt/rules/adam_sq.py).
-   f0: corrected moments; s0: m, s1: v. */
+   f0: corrected moments; f1: incremental moments (Deep Learning from Scratch);
+   s0: m, s1: v. */
 FO_ELEMENT(adam_sq)
 {
-    const REAL m = h[FO_ADAM_SQ_BETA1] * s0[i] + h[FO_ADAM_SQ_ONE_MINUS_BETA1] * g;
-    const REAL v = h[FO_ADAM_SQ_BETA2] * s1[i] + h[FO_ADAM_SQ_ONE_MINUS_BETA2] * (g * g);
+    const REAL m = f1 ? s0[i] + h[FO_ADAM_SQ_ONE_MINUS_BETA1] * (g - s0[i])
+                      : h[FO_ADAM_SQ_BETA1] * s0[i] + h[FO_ADAM_SQ_ONE_MINUS_BETA1] * g;
+    const REAL v = f1 ? s1[i] + h[FO_ADAM_SQ_ONE_MINUS_BETA2] * (g * g - s1[i])
+                      : h[FO_ADAM_SQ_BETA2] * s1[i] + h[FO_ADAM_SQ_ONE_MINUS_BETA2] * (g * g);
     s0[i] = m;
     s1[i] = v;
     if (f0)

@@ -2,7 +2,8 @@
 :mod:`fastopt.compat`): bias-corrected moments, ``p -= lr*(m/bc1) / (sqrt(v/bc2) + eps)``
 (``corrected``: cs231n, nnfs), or scikit-learn's ``p -= lr_t*m / (sqrt(v) + eps)`` with
 ``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``. ``numpy_power``: the powers
-``beta**t`` as ``np.power`` computes them (deeplearning.ai's notebook)."""
+``beta**t`` as ``np.power`` computes them (deeplearning.ai's notebook). ``incremental``:
+Deep Learning from Scratch's ``m += (1 - beta1)*(g - m)``, ``v += (1 - beta2)*(g*g - v)``."""
 
 import math
 
@@ -12,12 +13,16 @@ from ._spec import Option, Rule, State, slots
 
 SCALARS = ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "lr", "bc1", "eps", "bc2")
 BETA1, ONE_MINUS_BETA1, BETA2, ONE_MINUS_BETA2, LR, BC1, EPS, BC2 = slots(SCALARS)
-CORRECTED = 0  # flag
+CORRECTED, INCREMENTAL = 0, 1  # flags
 
 
 def update(p, g, m, v, s2, h, f):
-    m = h[BETA1] * m + h[ONE_MINUS_BETA1] * g
-    v = h[BETA2] * v + h[ONE_MINUS_BETA2] * (g * g)
+    if f[INCREMENTAL]:
+        m = m + h[ONE_MINUS_BETA1] * (g - m)
+        v = v + h[ONE_MINUS_BETA2] * (g * g - v)
+    else:
+        m = h[BETA1] * m + h[ONE_MINUS_BETA1] * g
+        v = h[BETA2] * v + h[ONE_MINUS_BETA2] * (g * g)
     if f[CORRECTED]:
         p = p - h[LR] * (m / h[BC1]) / (math.sqrt(v / h[BC2]) + h[EPS])
     else:
@@ -26,8 +31,12 @@ def update(p, g, m, v, s2, h, f):
 
 
 def reference(p, g, m, v, s2, k, f):
-    m[...] = k.beta1 * m + k.one_minus_beta1 * g
-    v[...] = k.beta2 * v + k.one_minus_beta2 * (g * g)
+    if f[INCREMENTAL]:
+        m += k.one_minus_beta1 * (g - m)
+        v += k.one_minus_beta2 * (g * g - v)
+    else:
+        m[...] = k.beta1 * m + k.one_minus_beta1 * g
+        v[...] = k.beta2 * v + k.one_minus_beta2 * (g * g)
     if f[CORRECTED]:
         return p - k.lr * (m / k.bc1) / (np.sqrt(v / k.bc2) + k.eps)
     return p - k.lr * m / (np.sqrt(v) + k.eps)
@@ -47,10 +56,11 @@ def host(hp):
 RULE = Rule(
     "adam_sq", id=6,
     options=(Option("lr"), Option("beta1"), Option("beta2"), Option("eps"),
-             Option("corrected"), Option("numpy_power", False)),
+             Option("corrected"), Option("numpy_power", False), Option("incremental", False)),
     context=("step",),
     states=(State("m"), State("v", signed=False)),
     scalars=SCALARS, host=host,
-    flag_names=("corrected",), flags=lambda hp: (hp["corrected"],),
+    flag_names=("corrected", "incremental"),
+    flags=lambda hp: (hp["corrected"], hp.get("incremental", False)),
     penalties=False, update=update, reference=reference,
 )
