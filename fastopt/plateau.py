@@ -178,7 +178,8 @@ class EarlyStopping:
 
     Call ``update(metric)`` after each epoch; it returns True when training should
     stop. The metric improves when it beats the best so far by more than ``min_delta``
-    (mode "min": ``metric < best - min_delta``; "max": ``metric > best + min_delta``);
+    (mode "min": ``metric + min_delta < best``; "max": ``metric - min_delta > best``,
+    rounded as Keras rounds them);
     a NaN metric never improves. On an improvement, with ``restore_best``, the params
     are copied into one buffer allocated here (no allocation per improvement); when
     ``update`` returns True they are copied back, bit for bit. :meth:`restore` does
@@ -207,9 +208,11 @@ class EarlyStopping:
 
     def is_improvement(self, metric):
         """Whether ``metric`` beats the best so far by more than ``min_delta``."""
+        # Keras' form, metric -/+ min_delta against the best: `best + min_delta` can
+        # round differently (metric 2.7e-31 against best -0.5 with min_delta 0.5).
         if self.mode == "min":
-            return metric < self.best - self.min_delta
-        return metric > self.best + self.min_delta
+            return metric + self.min_delta < self.best
+        return metric - self.min_delta > self.best
 
     def update(self, metric):
         """Report this epoch's metric; True once ``patience`` updates in a row have not

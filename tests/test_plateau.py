@@ -6,7 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import fastopt
@@ -206,6 +206,7 @@ def keras_rule(metrics, mode, patience, min_delta):
 
 
 @settings(max_examples=200, deadline=None)
+@example(metrics=[-0.5, 2.702024332982374e-31], mode="max", patience=0, min_delta=0.5)
 @given(metrics=st.lists(st.sampled_from([0.0, 1.0, 1.05, 2.0, NAN]) | st.floats(-5, 5),
                         min_size=1, max_size=40),
        mode=st.sampled_from(["min", "max"]), patience=st.integers(0, 5),
