@@ -301,11 +301,7 @@ class Optimizer:
                 elif steps:
                     raise ValueError(f"state_dict lacks {key!r}")
             now = self._rule.state_names(self._checked_hyper(gi, group, None))
-            self._carried[gi], saved = carried, self._carried[gi]
-            try:
-                wanted = self._rule.state_names(self._checked_hyper(gi, updated, None))
-            finally:
-                self._carried[gi] = saved
+            wanted = self._rule.state_names(self._checked_hyper(gi, updated, None))
             if sorted(wanted) != sorted(now):
                 changed = [k for k in group if k != "params" and not callable(group[k])
                            and updated[k] != group[k]]

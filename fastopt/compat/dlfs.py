@@ -74,6 +74,8 @@ class SGD:
 class Momentum:
     """Momentum SGD: ``v = momentum*v - lr*g ; p += v``."""
 
+    _rule, _slot, _extra = "velocity", "velocity", {"nesterov": False}
+
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = lr
         self.momentum = momentum
@@ -84,27 +86,15 @@ class Momentum:
         ps, gs = _arrays(params, grads)
         if self.v is None:
             self.v = _zeros_like(params)
-        run_rule("velocity", ps, gs, {"velocity": _values(self.v, params)}, dict(
-            lr=_validate.real(self.lr, "lr"), momentum=_validate.real(self.momentum, "momentum"),
-            nesterov=False, grad_scale=None))
+        run_rule(self._rule, ps, gs, {self._slot: _values(self.v, params)}, dict(
+            self._extra, lr=_validate.real(self.lr, "lr"),
+            momentum=_validate.real(self.momentum, "momentum"), grad_scale=None))
 
 
-class Nesterov:
+class Nesterov(Momentum):
     """Nesterov's accelerated gradient in the book's form (see the module docstring)."""
 
-    def __init__(self, lr=0.01, momentum=0.9):
-        self.lr = lr
-        self.momentum = momentum
-        self.v = None
-
-    def update(self, params, grads):
-        """One step over every param, in place (``v`` created at the first)."""
-        ps, gs = _arrays(params, grads)
-        if self.v is None:
-            self.v = _zeros_like(params)
-        run_rule("nesterov_dlfs", ps, gs, {"v": _values(self.v, params)}, dict(
-            lr=_validate.real(self.lr, "lr"), momentum=_validate.real(self.momentum, "momentum"),
-            grad_scale=None))
+    _rule, _slot, _extra = "nesterov_dlfs", "v", {}
 
 
 class AdaGrad:
