@@ -8,7 +8,7 @@ REFERENCE ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastopt-installed
 
-.PHONY: install test lint bench record gpu-check c-header clean
+.PHONY: install test lint bench record record-small gpu-check c-header clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/* csrc/rules/*)
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: install
 record: install
 	$(VENV)/bin/fastopt bench --full --rounds 21 --json docs/benchmarks.json \
 		--plot docs/benchmarks.png --markdown docs/benchmarks.md --readme README.md
+
+# The small-work record (fixed cost per call) and the README's small-work block.
+record-small: install
+	$(VENV)/bin/fastopt bench --small --rounds 21 --json docs/benchmarks-small.json \
+		--markdown docs/benchmarks-small.md --readme README.md
 
 # On a machine with an NVIDIA GPU: the CUDA tests on the device and the GPU benchmark,
 # recorded in docs/gpu/ (no virtual environment: it uses the machine's Python).

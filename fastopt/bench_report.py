@@ -190,13 +190,13 @@ def readme_block(results, info, command, record=None, when=None):
     return "\n".join(lines + ["", README_END])
 
 
-def update_readme(path, block):
+def update_readme(path, block, begin=README_BEGIN, end_marker=README_END):
     """Replace the text between the README markers (inclusive) with ``block``."""
     text = Path(path).read_text()
-    start, end = text.find(README_BEGIN), text.find(README_END)
+    start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"{path} has no {README_BEGIN} ... {README_END} block to replace")
-    Path(path).write_text(text[:start] + block + text[end + len(README_END):])
+        raise ValueError(f"{path} has no {begin} ... {end_marker} block to replace")
+    Path(path).write_text(text[:start] + block + text[end + len(end_marker):])
 
 
 def plot(results, path):
@@ -246,3 +246,82 @@ def plot(results, path):
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------
+# ``fastopt bench --small``: per-call costs (fastopt.bench_small.SmallResult rows).
+
+SMALL_COLUMNS = ["entry point", "size", "method", "calls/sample", "min us", "median us",
+                 "vs numpy", "vs torch"]
+SMALL_README_BEGIN = "<!-- fastopt-bench-small: begin -->"
+SMALL_README_END = "<!-- fastopt-bench-small: end -->"
+
+
+def _small_rows(results):
+    return [[r.entry, r.size, r.method, str(r.number), _fmt(r.min_us, ".1f"),
+             _fmt(r.median_us, ".1f"), _fmt(r.speedup_vs_numpy, ".2f", "x"),
+             _fmt(r.speedup_vs_torch, ".2f", "x")] for r in results]
+
+
+def small_table(results):
+    """The per-call results as a fixed-width text table."""
+    return _text_table(SMALL_COLUMNS, _small_rows(results), left=3)
+
+
+SMALL_SUMMARY_HEADER = ["entry point", "size", "NumPy us", "numba us", "c us", "torch us",
+                        "numba vs NumPy", "c vs NumPy"]
+
+
+def small_summary_rows(results):
+    """One row per case: each method's minimum time per call and fastopt's speed-ups."""
+    cases = defaultdict(dict)
+    for r in results:
+        cases[(r.entry, r.size)][r.method] = r
+    rows = []
+    for (entry, size), by_method in cases.items():
+        us = [_fmt(getattr(by_method.get(m), "min_us", None), ".1f")
+              for m in ("numpy", "numba", "c", "torch")]
+        vs = [_fmt(getattr(by_method.get(m), "speedup_vs_numpy", None), ".2f", "x")
+              for m in ("numba", "c")]
+        rows.append([entry, size, *us, *vs])
+    return rows
+
+
+def small_summary(results):
+    """The per-case summary of a ``--small`` run, as text."""
+    return ("per call, minimum over rounds; vs NumPy = the NumPy code's time / fastopt's\n"
+            + _text_table(SMALL_SUMMARY_HEADER, small_summary_rows(results), left=2))
+
+
+def small_markdown(results, info, command, when=None):
+    """The small-work benchmark record: provenance, method, summary, every method."""
+    from .bench_small import __doc__ as method_text
+
+    method = " ".join(method_text.split("\n\n", 2)[2].split())
+    return "\n".join([
+        "# fastopt benchmark record: small work (fixed cost per call)",
+        "",
+        "Generated from one run; do not edit by hand, run the command again.",
+        "",
+        provenance(info, command, when),
+        "",
+        method,
+        "",
+        "## Summary",
+        "",
+        _markdown_table(SMALL_SUMMARY_HEADER, small_summary_rows(results), left=2),
+        "",
+        "## Every method",
+        "",
+        _markdown_table(SMALL_COLUMNS, _small_rows(results), left=3),
+        ""])
+
+
+def small_readme_block(results, info, command, record=None, when=None):
+    """The README's small-work block: the summary table and where it came from."""
+    lines = [SMALL_README_BEGIN, "",
+             _markdown_table(SMALL_SUMMARY_HEADER, small_summary_rows(results), left=2), "",
+             provenance(info, command, when)]
+    if record:
+        lines[-1] += f" Every method: [{record}]({record})."
+    return "\n".join(lines + ["", SMALL_README_END])

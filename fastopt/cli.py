@@ -52,9 +52,18 @@ def build_parser():
                        help="the default: 1M and 16M elements, a few rounds (< 2 min)")
     scope.add_argument("--full", action="store_true",
                        help="1M and 64M elements plus ResNet-50 and MLP parameter lists")
+    scope.add_argument("--small", action="store_true",
+                       help="small work: the fixed cost per call of each entry point "
+                       "(optimizers, adapters, batch norm) at 10 to 10K elements and "
+                       "at the adapted libraries' model sizes, against the NumPy code "
+                       "it replaces (methods numpy,numba,c,torch)")
     bench.add_argument("--sizes", type=_sizes, help="element counts, e.g. 1M,64M")
     bench.add_argument("--kernels", type=_list(tuple(benchmark.KERNELS)),
                        help="comma-separated subset of " + ",".join(benchmark.KERNELS))
+    bench.add_argument("--entries", type=lambda t: [e.strip() for e in t.split(",")
+                                                     if e.strip()],
+                       help="with --small: only the entry points whose name contains "
+                       "one of these comma-separated strings (e.g. cs231n,Adam.step)")
     methods = benchmark.CPU_METHODS + benchmark.GPU_METHODS
     bench.add_argument("--methods", type=_list(methods), default=list(benchmark.CPU_METHODS),
                        help="comma-separated subset of " + ",".join(methods)
@@ -84,6 +93,8 @@ def cmd_bench(args, out=None, command="fastopt bench"):
         raise SystemExit("fastopt bench: error: --rounds must be >= 1")
     if args.plot or args.markdown or args.readme:
         _writable(args)
+    if args.small:
+        return cmd_bench_small(args, out, command)
     if args.full:
         sizes, lists, rounds = benchmark.FULL_SIZES, tuple(benchmark.PARAM_LISTS), 11
         bn_shapes = benchmark.BATCHNORM_FULL
@@ -132,6 +143,47 @@ def cmd_bench(args, out=None, command="fastopt bench"):
     return results
 
 
+def cmd_bench_small(args, out, command):
+    """``fastopt bench --small``: the per-call cost of each entry point."""
+    from . import bench_report, bench_small, benchmark
+    if args.kernels or args.sizes or args.lists is not None or args.plot:
+        raise SystemExit("fastopt bench: error: --small takes --entries, --rounds, "
+                         "--json, --markdown and --readme (not --kernels, --sizes, "
+                         "--lists or --plot)")
+    # the NumPy code is the baseline of every ratio, so it always runs
+    methods = [m for m in bench_small.METHODS if m in args.methods or m == "numpy"]
+    rounds = args.rounds or 15
+    commit = bench_report.git_commit()
+    print(f"fastopt bench --small: {rounds} rounds each, methods {', '.join(methods)} on "
+          f"{benchmark.cpu_model()} ({os.cpu_count()} CPUs)", file=out, flush=True)
+    results = bench_small.run(methods, rounds, bench_small.progress_printer(),
+                              selected=args.entries)
+    info = benchmark.machine_info()
+    info["commit"] = commit
+    if args.table:
+        print(bench_report.small_table(results), file=out)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"schema": "fastopt-bench-small/1", "machine": info,
+                       "results": [vars(r) for r in results]}, f, indent=1)
+        print(f"wrote {args.json}", file=out)
+    if args.markdown:
+        os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
+        with open(args.markdown, "w") as f:
+            f.write(bench_report.small_markdown(results, info, command))
+        print(f"wrote {args.markdown}", file=out)
+    if args.readme:
+        record = os.path.relpath(args.markdown, os.path.dirname(os.path.abspath(args.readme))) \
+            if args.markdown else None
+        bench_report.update_readme(
+            args.readme, bench_report.small_readme_block(results, info, command, record),
+            bench_report.SMALL_README_BEGIN, bench_report.SMALL_README_END)
+        print(f"updated the small-work block of {args.readme}", file=out)
+    print(bench_report.small_summary(results), file=out)
+    return results
+
+
 def _writable(args):
     """Refuse, before the run, outputs that could not be written after it."""
     if args.plot:
@@ -141,14 +193,15 @@ def _writable(args):
             raise SystemExit("fastopt bench: --plot needs matplotlib "
                              "(pip install 'fastopt[plot]')") from None
     if args.readme:
-        from .bench_report import README_BEGIN
+        from .bench_report import README_BEGIN, SMALL_README_BEGIN
+        begin = SMALL_README_BEGIN if args.small else README_BEGIN
         try:
             text = open(args.readme).read()
         except OSError as error:
             raise SystemExit(f"fastopt bench: --readme: {error}") from None
-        if README_BEGIN not in text:
+        if begin not in text:
             raise SystemExit(f"fastopt bench: --readme: {args.readme} has no "
-                             f"'{README_BEGIN}' block")
+                             f"'{begin}' block")
 
 
 def cmd_info(out=None):

@@ -5,8 +5,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+import fastopt
 from fastopt import bench_report, benchmark, cli
 from fastopt.benchmark import Result
 
@@ -151,3 +153,78 @@ def test_bench_refuses_a_readme_without_the_block_before_running(tmp_path, capsy
         cli.main(["bench", "--sizes", "2K", "--kernels", "adagrad", "--readme",
                   str(_plain(tmp_path))])
     assert "[1/" not in capsys.readouterr().err  # nothing was timed
+
+
+# -- fastopt bench --small -------------------------------------------------------------
+
+
+def test_bench_small_run_json_markdown_and_readme(tmp_path, capsys):
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{bench_report.SMALL_README_BEGIN}\nold\n"
+                      f"{bench_report.SMALL_README_END}\nrest\n")
+    path, record = tmp_path / "small.json", tmp_path / "small.md"
+    cli.main(["bench", "--small", "--entries", "cs231n.adam,Adam.step", "--rounds", "2",
+              "--methods", "numba,c", "--table", "--json", str(path),
+              "--markdown", str(record), "--readme", str(readme)])
+    out = capsys.readouterr()
+    assert "[1/6] compat.cs231n.adam 10" in out.err
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "fastopt-bench-small/1"
+    rows = doc["results"]
+    backends = [m for m in ("numba", "c") if m in fastopt.available_backends()]
+    assert {(r["entry"], r["size"], r["method"]) for r in rows} == {
+        (e, s, m) for e, sizes in (("compat.cs231n.adam", ("10", "100", "1000", "10000")),
+                                   ("Adam.step", ("2-64-3", "784-256-256-10")))
+        for s in sizes for m in ["numpy"] + backends}
+    by_case = {}
+    for r in rows:
+        by_case.setdefault((r["entry"], r["size"]), {})[r["method"]] = r
+    for case in by_case.values():
+        for method in backends:
+            r = case[method]
+            assert r["median_us"] >= r["min_us"] > 0 and r["number"] >= 1
+            assert r["speedup_vs_numpy"] == pytest.approx(case["numpy"]["min_us"] / r["min_us"])
+    assert by_case[("Adam.step", "2-64-3")]["numpy"]["tensors"] == 4
+    assert by_case[("Adam.step", "784-256-256-10")]["numpy"]["elements"] == 269322
+    text = record.read_text()
+    assert "# fastopt benchmark record: small work" in text and "compat.cs231n.adam" in text
+    block = readme.read_text()
+    assert block.startswith("intro\n") and block.endswith("rest\n") and "old" not in block
+    assert "| compat.cs231n.adam | 10 |" in block
+
+
+def test_bench_small_refuses_the_roofline_options(capsys):
+    with pytest.raises(SystemExit, match="--small takes"):
+        cli.main(["bench", "--small", "--kernels", "adam"])
+
+
+def test_bench_small_baselines_do_what_fastopt_does(rng):
+    """The hand-written NumPy Adam loop is torch.optim's Adam (fastopt's reference), and
+    every case builds a NumPy call and a fastopt one that run."""
+    from fastopt import bench_small
+
+    shapes = [(5, 3), (3,)]
+    params = [rng.standard_normal(s) for s in shapes]
+    ours = [p.copy() for p in params]
+    opt = fastopt.Adam(ours, lr=1e-2, backend="numpy")
+    ms, vs = [np.zeros(s) for s in shapes], [np.zeros(s) for s in shapes]
+    for step in range(1, 8):
+        grads = [rng.standard_normal(s) for s in shapes]
+        bench_small.numpy_adam_loop(params, grads, ms, vs, step, lr=1e-2)
+        opt.step(grads)
+    for p, q in zip(params, ours):
+        np.testing.assert_allclose(p, q, rtol=1e-13, atol=1e-15)
+    entries = set()
+    for case in bench_small.cases():
+        entries.add(case.entry)
+        if "sklearn" in case.entry or case.elements > 200_000:
+            continue  # seconds per call
+        compiled = [m for m in bench_small.FASTOPT if m in fastopt.available_backends()]
+        for method in ["numpy"] + compiled[:1]:
+            call = case.build(method)
+            assert call is not None, (case.entry, method)
+            call()
+    assert {"compat.cs231n.rmsprop", "compat.nnfs.Optimizer_Adam.update_params",
+            "compat.deeplearning_ai.update_parameters_with_adam", "compat.dlfs.Adam.update",
+            "functional.adam_", "batchnorm_forward + batchnorm_backward"} <= entries

@@ -1,7 +1,7 @@
-"""The drop-in adapters against faithful statements of their libraries' updates
-(cs231n, nnfs) and against scikit-learn's own classes. In float64 the adapters must give
-the same bits as the library code (same operations, same rounding); in float32, the
-tolerances of the rest of the suite."""
+"""The drop-in adapters against their libraries' own update code (written out in
+:mod:`fastopt.originals`; autograd's and scikit-learn's packages too, where they
+install). In float64 the adapters must give the same bits as the library code (same
+operations, same rounding); in float32, the tolerances of the rest of the suite."""
 
 import copy
 
@@ -9,6 +9,11 @@ import numpy as np
 import pytest
 
 from fastopt.compat import cs231n, nnfs
+from fastopt.originals import autograd as book_autograd
+from fastopt.originals import cs231n as book_cs231n
+from fastopt.originals import deeplearning_ai as book_dlai
+from fastopt.originals import dlfs as book_dlfs
+from fastopt.originals import nnfs as book_nnfs
 
 from conftest import tolerance
 
@@ -23,42 +28,12 @@ def _same(got, want):
 # -- cs231n: the assignment's optim.py, as students write it --------------------------
 
 
-def ref_sgd(w, dw, config):
-    w -= config["learning_rate"] * dw
-    return w, config
-
-
-def ref_sgd_momentum(w, dw, config):
-    v = config.get("velocity", np.zeros_like(w))
-    v = config["momentum"] * v - config["learning_rate"] * dw
-    next_w = w + v
-    config["velocity"] = v
-    return next_w, config
-
-
-def ref_rmsprop(w, dw, config):
-    config["cache"] = config["decay_rate"] * config["cache"] + \
-        (1 - config["decay_rate"]) * dw ** 2
-    next_w = w - config["learning_rate"] * dw / (np.sqrt(config["cache"]) + config["epsilon"])
-    return next_w, config
-
-
-def ref_adam(w, dw, config):
-    config["t"] += 1
-    config["m"] = config["beta1"] * config["m"] + (1 - config["beta1"]) * dw
-    mt = config["m"] / (1 - config["beta1"] ** config["t"])
-    config["v"] = config["beta2"] * config["v"] + (1 - config["beta2"]) * (dw ** 2)
-    vt = config["v"] / (1 - config["beta2"] ** config["t"])
-    next_w = w - config["learning_rate"] * mt / (np.sqrt(vt) + config["epsilon"])
-    return next_w, config
-
-
 CS231N_RULES = [
-    (cs231n.sgd, ref_sgd, {"learning_rate": 1e-2}),
-    (cs231n.sgd_momentum, ref_sgd_momentum, {"learning_rate": 1e-2, "momentum": 0.9}),
-    (cs231n.rmsprop, ref_rmsprop, {"learning_rate": 1e-2, "decay_rate": 0.99,
+    (cs231n.sgd, book_cs231n.sgd, {"learning_rate": 1e-2}),
+    (cs231n.sgd_momentum, book_cs231n.sgd_momentum, {"learning_rate": 1e-2, "momentum": 0.9}),
+    (cs231n.rmsprop, book_cs231n.rmsprop, {"learning_rate": 1e-2, "decay_rate": 0.99,
                                    "epsilon": 1e-8, "cache": None}),
-    (cs231n.adam, ref_adam, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999,
+    (cs231n.adam, book_cs231n.adam, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999,
                              "epsilon": 1e-8, "m": None, "v": None, "t": 0}),
 ]
 
@@ -102,40 +77,6 @@ def test_cs231n_defaults_are_the_assignments():
     assert cs231n.sgd_momentum(w.copy(), dw)[1]["momentum"] == 0.9
 
 
-def ref_batchnorm_forward(x, gamma, beta, bn_param):
-    mode = bn_param["mode"]
-    eps = bn_param.get("eps", 1e-5)
-    momentum = bn_param.get("momentum", 0.9)
-    N, D = x.shape
-    running_mean = bn_param.get("running_mean", np.zeros(D, dtype=x.dtype))
-    running_var = bn_param.get("running_var", np.zeros(D, dtype=x.dtype))
-    if mode == "train":
-        sample_mean = x.mean(axis=0)
-        sample_var = x.var(axis=0)
-        xhat = (x - sample_mean) / np.sqrt(sample_var + eps)
-        out = gamma * xhat + beta
-        cache = (xhat, gamma, sample_var, eps)
-        running_mean = momentum * running_mean + (1 - momentum) * sample_mean
-        running_var = momentum * running_var + (1 - momentum) * sample_var
-    else:
-        out = gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
-        cache = None
-    bn_param["running_mean"] = running_mean
-    bn_param["running_var"] = running_var
-    return out, cache
-
-
-def ref_batchnorm_backward(dout, cache):
-    xhat, gamma, var, eps = cache
-    N = dout.shape[0]
-    dbeta = dout.sum(axis=0)
-    dgamma = (dout * xhat).sum(axis=0)
-    dxhat = dout * gamma
-    dx = (N * dxhat - dxhat.sum(axis=0) - xhat * (dxhat * xhat).sum(axis=0)) / \
-        (N * np.sqrt(var + eps))
-    return dx, dgamma, dbeta
-
-
 def test_cs231n_batchnorm_train_and_test(rng, cpu_backend):
     x = rng.standard_normal((50, 6)) * 3 + 1
     gamma, beta = rng.standard_normal(6), rng.standard_normal(6)
@@ -143,17 +84,18 @@ def test_cs231n_batchnorm_train_and_test(rng, cpu_backend):
     for _ in range(5):
         batch = x + rng.standard_normal(x.shape)
         out, cache = cs231n.batchnorm_forward(batch, gamma, beta, bn)
-        out_ref, cache_ref = ref_batchnorm_forward(batch, gamma, beta, bn_ref)
+        out_ref, cache_ref = book_cs231n.batchnorm_forward(batch, gamma, beta, bn_ref)
         np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-12)
     for key in ("running_mean", "running_var"):
         np.testing.assert_allclose(bn[key], bn_ref[key], rtol=1e-12)
     dout = rng.standard_normal(x.shape)
     for backward in (cs231n.batchnorm_backward, cs231n.batchnorm_backward_alt):
-        for got, want in zip(backward(dout, cache), ref_batchnorm_backward(dout, cache_ref)):
+        want_all = book_cs231n.batchnorm_backward(dout, cache_ref)
+        for got, want in zip(backward(dout, cache), want_all):
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     bn["mode"] = bn_ref["mode"] = "test"
     out, _ = cs231n.batchnorm_forward(x, gamma, beta, bn)
-    np.testing.assert_allclose(out, ref_batchnorm_forward(x, gamma, beta, bn_ref)[0],
+    np.testing.assert_allclose(out, book_cs231n.batchnorm_forward(x, gamma, beta, bn_ref)[0],
                                rtol=1e-12, atol=1e-12)
 
 
@@ -205,118 +147,14 @@ class Layer:
         self.dbiases = rng.standard_normal(self.biases.shape).astype(self.biases.dtype)
 
 
-class BookSGD:
-    def __init__(self, learning_rate=1., decay=0., momentum=0.):
-        self.learning_rate = learning_rate
-        self.current_learning_rate = learning_rate
-        self.decay = decay
-        self.iterations = 0
-        self.momentum = momentum
-
-    def pre_update_params(self):
-        if self.decay:
-            self.current_learning_rate = self.learning_rate * \
-                (1. / (1. + self.decay * self.iterations))
-
-    def update_params(self, layer):
-        if self.momentum:
-            if not hasattr(layer, 'weight_momentums'):
-                layer.weight_momentums = np.zeros_like(layer.weights)
-                layer.bias_momentums = np.zeros_like(layer.biases)
-            weight_updates = self.momentum * layer.weight_momentums - \
-                self.current_learning_rate * layer.dweights
-            layer.weight_momentums = weight_updates
-            bias_updates = self.momentum * layer.bias_momentums - \
-                self.current_learning_rate * layer.dbiases
-            layer.bias_momentums = bias_updates
-        else:
-            weight_updates = -self.current_learning_rate * layer.dweights
-            bias_updates = -self.current_learning_rate * layer.dbiases
-        layer.weights += weight_updates
-        layer.biases += bias_updates
-
-    def post_update_params(self):
-        self.iterations += 1
-
-
-class BookAdagrad(BookSGD):
-    def __init__(self, learning_rate=1., decay=0., epsilon=1e-7):
-        super().__init__(learning_rate, decay)
-        self.epsilon = epsilon
-
-    def update_params(self, layer):
-        if not hasattr(layer, 'weight_cache'):
-            layer.weight_cache = np.zeros_like(layer.weights)
-            layer.bias_cache = np.zeros_like(layer.biases)
-        layer.weight_cache += layer.dweights ** 2
-        layer.bias_cache += layer.dbiases ** 2
-        layer.weights += -self.current_learning_rate * layer.dweights / \
-            (np.sqrt(layer.weight_cache) + self.epsilon)
-        layer.biases += -self.current_learning_rate * layer.dbiases / \
-            (np.sqrt(layer.bias_cache) + self.epsilon)
-
-
-class BookRMSprop(BookSGD):
-    def __init__(self, learning_rate=0.001, decay=0., epsilon=1e-7, rho=0.9):
-        super().__init__(learning_rate, decay)
-        self.epsilon = epsilon
-        self.rho = rho
-
-    def update_params(self, layer):
-        if not hasattr(layer, 'weight_cache'):
-            layer.weight_cache = np.zeros_like(layer.weights)
-            layer.bias_cache = np.zeros_like(layer.biases)
-        layer.weight_cache = self.rho * layer.weight_cache + \
-            (1 - self.rho) * layer.dweights ** 2
-        layer.bias_cache = self.rho * layer.bias_cache + (1 - self.rho) * layer.dbiases ** 2
-        layer.weights += -self.current_learning_rate * layer.dweights / \
-            (np.sqrt(layer.weight_cache) + self.epsilon)
-        layer.biases += -self.current_learning_rate * layer.dbiases / \
-            (np.sqrt(layer.bias_cache) + self.epsilon)
-
-
-class BookAdam(BookSGD):
-    def __init__(self, learning_rate=0.001, decay=0., epsilon=1e-7, beta_1=0.9,
-                 beta_2=0.999):
-        super().__init__(learning_rate, decay)
-        self.epsilon = epsilon
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-
-    def update_params(self, layer):
-        if not hasattr(layer, 'weight_cache'):
-            layer.weight_momentums = np.zeros_like(layer.weights)
-            layer.weight_cache = np.zeros_like(layer.weights)
-            layer.bias_momentums = np.zeros_like(layer.biases)
-            layer.bias_cache = np.zeros_like(layer.biases)
-        layer.weight_momentums = self.beta_1 * layer.weight_momentums + \
-            (1 - self.beta_1) * layer.dweights
-        layer.bias_momentums = self.beta_1 * layer.bias_momentums + \
-            (1 - self.beta_1) * layer.dbiases
-        weight_momentums_corrected = layer.weight_momentums / \
-            (1 - self.beta_1 ** (self.iterations + 1))
-        bias_momentums_corrected = layer.bias_momentums / \
-            (1 - self.beta_1 ** (self.iterations + 1))
-        layer.weight_cache = self.beta_2 * layer.weight_cache + \
-            (1 - self.beta_2) * layer.dweights ** 2
-        layer.bias_cache = self.beta_2 * layer.bias_cache + \
-            (1 - self.beta_2) * layer.dbiases ** 2
-        weight_cache_corrected = layer.weight_cache / \
-            (1 - self.beta_2 ** (self.iterations + 1))
-        bias_cache_corrected = layer.bias_cache / \
-            (1 - self.beta_2 ** (self.iterations + 1))
-        layer.weights += -self.current_learning_rate * weight_momentums_corrected / \
-            (np.sqrt(weight_cache_corrected) + self.epsilon)
-        layer.biases += -self.current_learning_rate * bias_momentums_corrected / \
-            (np.sqrt(bias_cache_corrected) + self.epsilon)
-
-
 NNFS_CASES = [
-    (nnfs.Optimizer_SGD, BookSGD, dict(learning_rate=0.5, decay=1e-2)),
-    (nnfs.Optimizer_SGD, BookSGD, dict(learning_rate=0.5, decay=1e-3, momentum=0.9)),
-    (nnfs.Optimizer_Adagrad, BookAdagrad, dict(learning_rate=0.5, decay=1e-4)),
-    (nnfs.Optimizer_RMSprop, BookRMSprop, dict(learning_rate=0.02, decay=1e-5, rho=0.999)),
-    (nnfs.Optimizer_Adam, BookAdam, dict(learning_rate=0.05, decay=5e-7)),
+    (nnfs.Optimizer_SGD, book_nnfs.Optimizer_SGD, dict(learning_rate=0.5, decay=1e-2)),
+    (nnfs.Optimizer_SGD, book_nnfs.Optimizer_SGD,
+     dict(learning_rate=0.5, decay=1e-3, momentum=0.9)),
+    (nnfs.Optimizer_Adagrad, book_nnfs.Optimizer_Adagrad, dict(learning_rate=0.5, decay=1e-4)),
+    (nnfs.Optimizer_RMSprop, book_nnfs.Optimizer_RMSprop,
+     dict(learning_rate=0.02, decay=1e-5, rho=0.999)),
+    (nnfs.Optimizer_Adam, book_nnfs.Optimizer_Adam, dict(learning_rate=0.05, decay=5e-7)),
 ]
 
 
@@ -420,40 +258,6 @@ def test_accelerate_unpatches_when_fit_raises():
 
 
 # -- deeplearning.ai's Course 2 "Optimization methods" -------------------------------------
-# The notebook's functions, as the course gives them (the reference for bit equality).
-
-
-def dlai_gd(parameters, grads, learning_rate):
-    L = len(parameters) // 2
-    for n in range(1, L + 1):
-        parameters["W" + str(n)] = parameters["W" + str(n)] - learning_rate * grads["dW" + str(n)]
-        parameters["b" + str(n)] = parameters["b" + str(n)] - learning_rate * grads["db" + str(n)]
-    return parameters
-
-
-def dlai_momentum(parameters, grads, v, beta, learning_rate):
-    L = len(parameters) // 2
-    for n in range(1, L + 1):
-        for p in ("W", "b"):
-            v["d" + p + str(n)] = beta * v["d" + p + str(n)] + (1 - beta) * grads["d" + p + str(n)]
-            parameters[p + str(n)] = parameters[p + str(n)] - learning_rate * v["d" + p + str(n)]
-    return parameters, v
-
-
-def dlai_adam(parameters, grads, v, s, t, learning_rate=0.01, beta1=0.9, beta2=0.999,
-              epsilon=1e-8):
-    L = len(parameters) // 2
-    v_corrected, s_corrected = {}, {}
-    for n in range(1, L + 1):
-        for p in ("W", "b"):
-            k = "d" + p + str(n)
-            v[k] = beta1 * v[k] + (1 - beta1) * grads[k]
-            v_corrected[k] = v[k] / (1 - np.power(beta1, t))
-            s[k] = beta2 * s[k] + (1 - beta2) * np.power(grads[k], 2)
-            s_corrected[k] = s[k] / (1 - np.power(beta2, t))
-            parameters[p + str(n)] = parameters[p + str(n)] - learning_rate * v_corrected[k] / (
-                np.sqrt(s_corrected[k]) + epsilon)
-    return parameters, v, s, v_corrected, s_corrected
 
 
 def dlai_net(rng, sizes=(60, 20, 7, 5, 1)):
@@ -485,16 +289,17 @@ def test_deeplearning_ai_is_bit_identical_to_the_notebook(method, rng, cpu_backe
         lr = dl.schedule_lr_decay(0.05, t, 0.3, time_interval=10)
         if method == "gd":
             assert dl.update_parameters_with_gd(ours, grads, lr) is ours
-            theirs = dlai_gd(theirs, grads, lr)
+            theirs = book_dlai.update_parameters_with_gd(theirs, grads, lr)
         elif method.startswith("momentum"):
             beta = 0.0 if method == "momentum0" else 0.9
             dl.update_parameters_with_momentum(ours, grads, v_ours, beta, lr)
-            theirs, v_theirs = dlai_momentum(theirs, grads, v_theirs, beta, lr)
+            theirs, v_theirs = book_dlai.update_parameters_with_momentum(
+                theirs, grads, v_theirs, beta, lr)
         else:
             _, _, _, vc, sc = dl.update_parameters_with_adam(ours, grads, v_ours, s_ours, t,
                                                              learning_rate=lr)
-            theirs, v_theirs, s_theirs, vc_t, sc_t = dlai_adam(theirs, grads, v_theirs,
-                                                                s_theirs, t, learning_rate=lr)
+            theirs, v_theirs, s_theirs, vc_t, sc_t = book_dlai.update_parameters_with_adam(
+                theirs, grads, v_theirs, s_theirs, t, learning_rate=lr)
             for k in vc_t:
                 np.testing.assert_array_equal(vc[k], vc_t[k])
                 np.testing.assert_array_equal(sc[k], sc_t[k])
@@ -534,93 +339,13 @@ def test_deeplearning_ai_refuses_bad_input_before_writing(rng, cpu_backend):
 
 
 # -- Deep Learning from Scratch (common/optimizer.py) --------------------------------------
-# The book's classes, as it gives them (dict params; book 2 uses lists the same way).
 
 
-class BookSGD:
-    def __init__(self, lr=0.01):
-        self.lr = lr
-
-    def update(self, params, grads):
-        for key in keys_of(params):
-            params[key] -= self.lr * grads[key]
-
-
-class BookMomentum:
-    def __init__(self, lr=0.01, momentum=0.9):
-        self.lr, self.momentum, self.v = lr, momentum, None
-
-    def update(self, params, grads):
-        if self.v is None:
-            self.v = {key: np.zeros_like(params[key]) for key in keys_of(params)}
-        for key in keys_of(params):
-            self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
-            params[key] += self.v[key]
-
-
-class BookNesterov:
-    def __init__(self, lr=0.01, momentum=0.9):
-        self.lr, self.momentum, self.v = lr, momentum, None
-
-    def update(self, params, grads):
-        if self.v is None:
-            self.v = {key: np.zeros_like(params[key]) for key in keys_of(params)}
-        for key in keys_of(params):
-            self.v[key] *= self.momentum
-            self.v[key] -= self.lr * grads[key]
-            params[key] += self.momentum * self.momentum * self.v[key]
-            params[key] -= (1 + self.momentum) * self.lr * grads[key]
-
-
-class BookAdaGrad:
-    def __init__(self, lr=0.01):
-        self.lr, self.h = lr, None
-
-    def update(self, params, grads):
-        if self.h is None:
-            self.h = {key: np.zeros_like(params[key]) for key in keys_of(params)}
-        for key in keys_of(params):
-            self.h[key] += grads[key] * grads[key]
-            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
-
-
-class BookRMSprop:
-    def __init__(self, lr=0.01, decay_rate=0.99):
-        self.lr, self.decay_rate, self.h = lr, decay_rate, None
-
-    def update(self, params, grads):
-        if self.h is None:
-            self.h = {key: np.zeros_like(params[key]) for key in keys_of(params)}
-        for key in keys_of(params):
-            self.h[key] *= self.decay_rate
-            self.h[key] += (1 - self.decay_rate) * grads[key] * grads[key]
-            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
-
-
-class BookAdam:
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
-        self.lr, self.beta1, self.beta2, self.iter, self.m, self.v = lr, beta1, beta2, 0, None, None
-
-    def update(self, params, grads):
-        if self.m is None:
-            self.m = {key: np.zeros_like(params[key]) for key in keys_of(params)}
-            self.v = {key: np.zeros_like(params[key]) for key in keys_of(params)}
-        self.iter += 1
-        lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
-        for key in keys_of(params):
-            self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
-            self.v[key] += (1 - self.beta2) * (grads[key]**2 - self.v[key])
-            params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
-
-
-def keys_of(params):
-    return list(params) if isinstance(params, dict) else range(len(params))
-
-
-DLFS = [("SGD", BookSGD, dict(lr=0.1)), ("Momentum", BookMomentum, dict(lr=0.05)),
-        ("Nesterov", BookNesterov, dict(lr=0.05, momentum=0.8)),
-        ("AdaGrad", BookAdaGrad, dict(lr=0.05)), ("RMSprop", BookRMSprop, dict(lr=0.01)),
-        ("Adam", BookAdam, dict(lr=0.01))]
+DLFS = [("SGD", book_dlfs.SGD, dict(lr=0.1)), ("Momentum", book_dlfs.Momentum, dict(lr=0.05)),
+        ("Nesterov", book_dlfs.Nesterov, dict(lr=0.05, momentum=0.8)),
+        ("AdaGrad", book_dlfs.AdaGrad, dict(lr=0.05)),
+        ("RMSprop", book_dlfs.RMSprop, dict(lr=0.01)),
+        ("Adam", book_dlfs.Adam, dict(lr=0.01))]
 
 
 @pytest.mark.parametrize("name, book, kw", DLFS, ids=[d[0] for d in DLFS])
@@ -641,11 +366,11 @@ def test_dlfs_is_bit_identical_to_the_book(name, book, kw, layout, rng, cpu_back
             grads = list(grads.values())
         opt.update(ours, grads)
         ref.update(theirs, grads)
-    for key in keys_of(theirs):
+    for key in book_dlfs.keys_of(theirs):
         np.testing.assert_array_equal(ours[key], theirs[key])
     for attribute in ("v", "h", "m"):
         if hasattr(ref, attribute):
-            for key in keys_of(theirs):
+            for key in book_dlfs.keys_of(theirs):
                 np.testing.assert_array_equal(getattr(opt, attribute)[key],
                                               getattr(ref, attribute)[key])
     assert getattr(opt, "iter", None) == getattr(ref, "iter", None)
@@ -663,45 +388,12 @@ def test_dlfs_refuses_mismatched_grads(rng, cpu_backend):
 
 
 # -- HIPS autograd (autograd.misc.optimizers) ---------------------------------------------
-# Its three optimizers on flat vectors, as autograd gives them (the reference).
-
-
-def ag_sgd(grad, x, callback=None, num_iters=200, step_size=0.1, mass=0.9):
-    velocity = np.zeros(len(x))
-    for i in range(num_iters):
-        g = grad(x, i)
-        velocity = mass * velocity - (1.0 - mass) * g
-        x = x + step_size * velocity
-    return x
-
-
-def ag_rmsprop(grad, x, callback=None, num_iters=100, step_size=0.1, gamma=0.9, eps=10**-8):
-    avg_sq_grad = np.ones(len(x))
-    for i in range(num_iters):
-        g = grad(x, i)
-        avg_sq_grad = avg_sq_grad * gamma + g**2 * (1 - gamma)
-        x = x - step_size * g / (np.sqrt(avg_sq_grad) + eps)
-    return x
-
-
-def ag_adam(grad, x, callback=None, num_iters=100, step_size=0.001, b1=0.9, b2=0.999,
-            eps=10**-8):
-    m = np.zeros(len(x))
-    v = np.zeros(len(x))
-    for i in range(num_iters):
-        g = grad(x, i)
-        m = (1 - b1) * g + b1 * m
-        v = (1 - b2) * (g**2) + b2 * v
-        mhat = m / (1 - b1**(i + 1))
-        vhat = v / (1 - b2**(i + 1))
-        x = x - step_size * mhat / (np.sqrt(vhat) + eps)
-    return x
 
 
 @pytest.mark.parametrize("name, reference, kw", [
-    ("sgd", ag_sgd, dict(step_size=0.05, mass=0.8)),
-    ("rmsprop", ag_rmsprop, dict(step_size=0.01)),
-    ("adam", ag_adam, dict(step_size=0.01)),
+    ("sgd", book_autograd.sgd, dict(step_size=0.05, mass=0.8)),
+    ("rmsprop", book_autograd.rmsprop, dict(step_size=0.01)),
+    ("adam", book_autograd.adam, dict(step_size=0.01)),
 ])
 def test_autograd_optimizers_are_bit_identical(name, reference, kw, rng, cpu_backend):
     from fastopt.compat import autograd as ag
