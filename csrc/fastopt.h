@@ -62,4 +62,5 @@ void fo_bn_affine_f64(const double *a, const double *b, const double *p, const d
 /* Build facts: the number of OpenMP threads a parallel region gets (1 when built
    without OpenMP), and whether the build has OpenMP. */
 int fo_max_threads(void);
+void fo_set_max_threads(int n);  /* omp_set_num_threads: 1 in a forked child */
 int fo_has_openmp(void);

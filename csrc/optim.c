@@ -23,6 +23,15 @@ int fo_max_threads(void)
 #endif
 }
 
+void fo_set_max_threads(int n)
+{
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
 int fo_has_openmp(void)
 {
 #ifdef _OPENMP

@@ -41,8 +41,30 @@ def _as_list(x):
 def run_rule(rule, params, grads, states, hyper, backend=None):
     """Check the arrays, then apply rule ``rule`` (a name in :data:`fastopt.rules.RULES`) with
     already-checked ``hyper`` to caller-owned params and state arrays (``states`` maps
-    a state name to one array per param), one fused kernel call per dtype."""
+    a state name to one array per param), one fused kernel call per dtype.
+
+    Arrays seen before (the same objects, as when a trainer calls once per step with
+    the same weights and state) skip the checks that cannot have changed: their
+    tensor sets and overlap checks are cached (:func:`_tensor_sets`), and grads that
+    are plain C-contiguous arrays of the params' dtypes and shapes are checked in a
+    few operations. Everything else takes the full checks, with their errors."""
     params, grads = _as_list(params), _as_list(grads)
+    state_lists = {name: _as_list(arrays) for name, arrays in states.items()
+                   if arrays is not None}
+    entry = _cached_sets(rule, params, state_lists) if len(state_lists) == len(states) \
+        else None
+    flat_grads = _plain_grads(entry, grads) if entry is not None else None
+    if flat_grads is None:
+        _run_checked(rule, params, grads, states, hyper, backend)
+        return
+    _refs, sets, spans, _specs = entry
+    spans.check_grads(flat_grads, lambda i: f"grad {i}")
+    _launch(RULES[rule], sets, flat_grads, hyper,
+            backends.get_backend(backends.resolve_for(False, backend)))
+
+
+def _run_checked(rule, params, grads, states, hyper, backend):
+    """:func:`run_rule` with every check made (the first call on new arrays)."""
     if not params:
         raise ValueError("no params given")
     if len(grads) != len(params):
@@ -66,15 +88,65 @@ def run_rule(rule, params, grads, states, hyper, backend=None):
                              enumerate(zip(arrays, params))]
     sets, spans = _tensor_sets(rule, params, state_lists)
     spans.check_grads(flat_grads, lambda i: f"grad {i}")
-    packed = [RULES[rule].pack(tensors.dtype, hyper) for tensors in sets]  # fit, or raise
-    runner = backends.get_backend(backend_name)
+    _launch(RULES[rule], sets, flat_grads, hyper, backends.get_backend(backend_name))
+
+
+def _launch(rule, sets, flat_grads, hyper, runner):
+    """Pack the scalars of every set (all of them fit, or this raises before anything
+    is written), then run one kernel per set, whole even under Ctrl-C."""
+    flags, slots = rule.kernel_flags(hyper), rule.slots(hyper)
+    plan = [(runner.launch(rule, tensors, flags, slots),
+             [flat_grads[i] for i in tensors.indices], rule.pack(tensors.dtype, hyper))
+            for tensors in sets]
+    if len(plan) == 1 and runner.single_call:  # a signal cannot arrive inside one C call
+        run, grads, packed = plan[0]
+        run(grads, hyper, packed)
+        return
     with _safety.deferred_interrupt():
-        for tensors, scalars in zip(sets, packed):
-            runner.optim_step(rule, tensors, [flat_grads[i] for i in tensors.indices],
-                              hyper, scalars)
+        for run, grads, packed in plan:
+            run(grads, hyper, packed)
 
 
-_SETS = {}  # (rule, param ids, state ids) -> (weak references, TensorSets, Spans)
+def _plain_grads(entry, grads):
+    """The grads of a cached entry as 1-D views when each is a C-contiguous NumPy array
+    of its param's dtype and shape and the params and states are still writable;
+    None for anything else (the full checks then decide)."""
+    refs, _sets, _spans, dtypes = entry
+    if len(grads) != len(dtypes):
+        return None
+    flat = []
+    for g, ref, dtype in zip(grads, refs, dtypes):
+        if type(g) is not np.ndarray or g.dtype is not dtype or g.shape != ref().shape \
+                or not g.flags.c_contiguous:
+            return None
+        flat.append(g.ravel())
+    for ref in refs:  # the flag can be cleared after the first call
+        if not ref().flags.writeable:
+            return None
+    return flat
+
+
+def _cache_key(rule, params, state_lists):
+    """The rule, the state names and the ids of the params and of each state's arrays
+    (every list as long as the params: the lengths follow from the names)."""
+    return (rule, tuple(state_lists), *map(id, params),
+            *[id(a) for group in state_lists.values() for a in group])
+
+
+def _cached_sets(rule, params, state_lists):
+    """The cache entry of exactly these arrays (the same objects), or None."""
+    with _SETS_LOCK:
+        entry = _SETS.get(_cache_key(rule, params, state_lists))
+    if entry is None:
+        return None
+    arrays = params + [a for group in state_lists.values() for a in group]
+    refs = entry[0]
+    if len(refs) != len(arrays) or any(ref() is not a for ref, a in zip(refs, arrays)):
+        return None
+    return entry
+
+
+_SETS = {}  # (rule, param ids, state ids) -> (weak references, TensorSets, Spans, dtypes)
 _SETS_MAX = 256
 _SETS_LOCK = threading.Lock()
 
@@ -91,11 +163,9 @@ def _tensor_sets(rule, params, state_lists):
     dropped (reference counts, as :mod:`fastopt._outputs` uses them), so a caller that
     lets go of its arrays gets their memory back by its next call with other arrays."""
     arrays = list(params) + [a for group in state_lists.values() for a in group]
-    key = (rule, tuple(map(id, params)),
-           tuple((name, tuple(map(id, group))) for name, group in state_lists.items()))
-    with _SETS_LOCK:
-        entry = _SETS.get(key)
-    if entry is not None and all(ref() is a for ref, a in zip(entry[0], arrays)):
+    key = _cache_key(rule, params, state_lists)
+    entry = _cached_sets(rule, params, state_lists)
+    if entry is not None:
         return entry[1], entry[2]
     names = [f"param {i}" for i in range(len(params))] + [
         f"{name} {i}" for name, group in state_lists.items() for i in range(len(group))]
@@ -110,11 +180,15 @@ def _tensor_sets(rule, params, state_lists):
         refs = tuple(weakref.ref(a) for a in arrays)
     except TypeError:  # an array type without weak references: not cached
         return sets, spans
+    # the dtype _plain_grads wants of each grad (None: host C-contiguous params only);
+    # the entry holds no strong reference to a caller's array
+    dtypes = [p.dtype if isinstance(p, np.ndarray) and p.flags.c_contiguous else None
+              for p in params]
     with _SETS_LOCK:
         _drop_unreferenced()
         if len(_SETS) >= _SETS_MAX:
             _SETS.pop(next(iter(_SETS)), None)
-        _SETS[key] = (refs, sets, spans)
+        _SETS[key] = (refs, sets, spans, dtypes)
     return sets, spans
 
 
@@ -123,7 +197,7 @@ def _drop_unreferenced():
     (the caller has let go of those arrays). Host arrays only: a device entry goes when
     the cache is full."""
     owners, views = {}, {}  # entry -> ids of the memory it views; id -> [base, views]
-    for key, (_, sets, _) in _SETS.items():
+    for key, (_, sets, _, _) in _SETS.items():
         ids = owners[key] = set()
         for tensors in sets:
             for view in tensors.params + [v for group in tensors.states.values()
@@ -147,10 +221,54 @@ def _drop_unreferenced():
 # The functional kernels, one per functional front of each rule (fastopt.rules).
 
 
-def _run_front(rule, fixed, param, grad, states, hyper, backend):
-    """Check ``hyper`` (with the front's fixed values), then run the rule; returns the
-    carried values for the next step, for a rule that carries any."""
-    hyper = rule.check(rule.carried_in({**hyper, **fixed}))
+class _FrontCall:
+    """What the calls of one functional kernel share: its rule, its fixed values, and
+    its options' checked values, kept for the last few distinct sets of option values
+    (a trainer calls with the same options step after step). Per call, only what
+    changes per call is checked: the context (``step``, ``first``), the carried
+    scalars and ``grad_scale``."""
+
+    MAX_KEPT = 16
+
+    def __init__(self, rule, fixed, option_names):
+        self.rule, self.fixed, self.option_names = rule, dict(fixed), tuple(option_names)
+        self.per_call = [(name, check) for name, check in rule.checks
+                         if name not in self.option_names and name not in self.fixed]
+        self.kept = {}
+
+    def checked(self, options, per_call, grad_scale):
+        """The checked hyperparameters of a call: ``options`` (values in
+        ``option_names`` order), ``per_call`` (context and carried values by name)."""
+        rule = self.rule
+        key = (options, tuple(map(type, options)))  # True and 1 are equal but checked apart
+        try:
+            kept = self.kept.get(key)
+        except TypeError:  # an unhashable value: checked below, and refused or not kept
+            key, kept = None, None
+        if kept is None:
+            hyper = dict(zip(self.option_names, options), **self.fixed, **per_call,
+                         grad_scale=grad_scale)
+            hyper = rule.check(rule.carried_in(hyper))
+            if key is not None:
+                if len(self.kept) >= self.MAX_KEPT:
+                    self.kept.clear()
+                self.kept[key] = {name: hyper[name] for name in self.option_names
+                                  + tuple(self.fixed)}
+            return hyper
+        hyper = dict(kept)
+        for name, check in self.per_call:
+            value = per_call[name]
+            # a carried value left out (None) starts at its initial value
+            hyper[name] = None if value is None and name in rule.carried else check(value)
+        hyper["grad_scale"] = _validate.grad_scale(grad_scale)
+        return rule.carried_in(hyper)
+
+
+def _run_front(call, param, grad, states, options, per_call, grad_scale, backend):
+    """Check the hyperparameters, then run the rule; returns the carried values for
+    the next step, for a rule that carries any."""
+    rule = call.rule
+    hyper = call.checked(options, per_call, grad_scale)
     needed = rule.state_names(hyper)
     run_rule(rule.name, param, grad, {name: states[name] for name in needed}, hyper, backend)
     return rule.advance(hyper) if rule.advance is not None else None
@@ -179,13 +297,16 @@ def _functional(front, rule):
     if rule.penalties:
         keywords += ["l1=0.0", "maximize=False"]
     keywords += [f"{name}=None" for name in rule.carried] + ["grad_scale=None", "backend=None"]
-    hyper = [name for name in rule.hyper_names if name not in front.fixed]
+    per_call = list(rule.context) + list(rule.carried)
+    options = [name for name in rule.hyper_names
+               if name not in front.fixed and name not in per_call and name != "grad_scale"]
     source = (f"def {front.name}(param, grad, {', '.join(positional)}, *, "
               f"{', '.join(keywords)}):\n"
-              f"    return _run_front(_rule, _fixed, param, grad, "
+              f"    return _run_front(_call, param, grad, "
               f"{{{', '.join(f'{s.name!r}: {s.name}' for s in rule.states)}}}, "
-              f"{{{', '.join(f'{n!r}: {n}' for n in hyper)}}}, backend)\n")
-    namespace = {"_run_front": _run_front, "_rule": rule, "_fixed": dict(front.fixed),
+              f"({''.join(f'{n}, ' for n in options)}), "
+              f"{{{', '.join(f'{n!r}: {n}' for n in per_call)}}}, grad_scale, backend)\n")
+    namespace = {"_run_front": _run_front, "_call": _FrontCall(rule, front.fixed, options),
                  "_defaults": defaults}
     exec(source, namespace)  # noqa: S102 - generated from the rule declarations
     function = namespace[front.name]

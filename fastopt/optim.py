@@ -77,6 +77,10 @@ class Optimizer:
             raise ValueError("mix of dict and list params; use one structure")
         self._keyed = all(keyed)
         self._spans = _safety.Spans(self._flat, [f"param {n}" for n in self._names])
+        # What a grad must be for _plain_grads: None never matches (device params,
+        # Fortran-ordered params, whose grads need the checked path's reordering).
+        self._grad_specs = [(p.dtype, p) if isinstance(p, np.ndarray)
+                            and p.flags.c_contiguous else (None, None) for p in self._flat]
         # One step at a time: a step reads and writes the whole state, and a second
         # thread's step would interleave with it (an uncontended lock costs ~0.1 us).
         self._lock = threading.Lock()
@@ -95,6 +99,37 @@ class Optimizer:
 
     def _match_grads(self, grads):
         """Grads in flat param order, each checked and as 1-D in its param's order."""
+        flat = self._plain_grads(grads)
+        if flat is None:
+            flat = self._checked_grads(grads)
+        self._spans.check_grads(flat, lambda i: f"grad {self._names[i]}")
+        return flat
+
+    def _plain_grads(self, grads):
+        """The common case in few operations: a dict (for named params) or a list of
+        C-contiguous NumPy arrays of exactly the params' dtypes and shapes, as 1-D
+        views; None for anything else, which :meth:`_checked_grads` then takes (and
+        refuses with its error, where it is wrong)."""
+        if type(grads) is dict and self._keyed:
+            if len(grads) != len(self._keys):
+                return None
+            try:
+                grads = [grads[k] for k in self._keys]
+            except (KeyError, TypeError):
+                return None
+        elif type(grads) is not list or len(grads) != len(self._flat):
+            return None
+        flat = []
+        for g, (dtype, p) in zip(grads, self._grad_specs):
+            if type(g) is not np.ndarray or g.dtype is not dtype or g.shape != p.shape \
+                    or not g.flags.c_contiguous:
+                return None
+            flat.append(g.ravel())
+        return flat
+
+    def _checked_grads(self, grads):
+        """Grads in flat param order as :meth:`_match_grads` gives them, from any
+        structure and layout the API accepts, with the error for what it does not."""
         n = len(self._flat)
         if isinstance(grads, Mapping):
             if not self._keyed:
@@ -126,10 +161,8 @@ class Optimizer:
         else:
             raise TypeError("grads must be a list, a tuple or a dict of arrays, "
                             f"like params; got {type(grads).__name__}")
-        flat = [_validate.flat_grad(g, p, f"grad {name}")
+        return [_validate.flat_grad(g, p, f"grad {name}")
                 for g, p, name in zip(ordered, self._flat, self._names)]
-        self._spans.check_grads(flat, lambda i: f"grad {self._names[i]}")
-        return flat
 
     def _checked_hyper(self, gi, group, grad_scale):
         """Group ``gi``'s kernel hyperparameters for the next step, checked (``grad_scale``
@@ -137,16 +170,13 @@ class Optimizer:
         values stay the same, so a step re-checks only what changes between steps: a
         scheduled lr; the step counter and the carried scalars are the optimizer's own."""
         rule, lr = self._rule, group["lr"]
-        scheduled = callable(lr)
-        key = tuple((k, _frozen(v)) for k, v in group.items()
-                    if k != "params" and not (scheduled and k == "lr"))
         cached = self._checked.get(gi)
-        if cached is None or cached[0] != key:
+        if cached is None or not cached.matches(group):
             checked = rule.check(rule.carried_in(self._hyper(gi, group, grad_scale)))
-            self._checked[gi] = (key, checked)
+            self._checked[gi] = _CheckedGroup(group, checked)
             return checked
-        hyper = dict(cached[1], grad_scale=grad_scale)
-        if scheduled:
+        hyper = dict(cached.checked, grad_scale=grad_scale)
+        if callable(lr):
             hyper["lr"] = LEARNING_RATE(lr(self._steps))
         if "step" in rule.context:
             hyper["step"] = self._steps + 1
@@ -196,6 +226,8 @@ class Optimizer:
             return self._step(grads, grad_scale)
 
     def _step(self, grads, grad_scale):
+        if backends.FORKED and self._backend.name == "numba":
+            self._rebind()
         flat_grads = self._match_grads(grads)
         grad_scale = _validate.grad_scale(grad_scale)
         plan, hypers = [], []
@@ -203,25 +235,53 @@ class Optimizer:
         for gi, (group, sets) in enumerate(zip(self.param_groups, self._sets)):
             hyper = self._checked_hyper(gi, group, grad_scale)
             hypers.append(hyper)
-            needed = rule.state_names(hyper)
-            for tensors in sets:
-                if set(needed) != set(tensors.states):
-                    raise ValueError(
-                        "this step needs state " + repr(sorted(needed)) + " but the group "
-                        "was built with " + repr(sorted(tensors.states)) + "; options that "
-                        "add or remove state cannot change after construction")
+            for tensors, run in self._launches(gi, hyper, sets):
                 packed = rule.pack(tensors.dtype, hyper)  # fits, or raises
-                plan.append((tensors, [flat_grads[i] for i in tensors.indices], hyper,
-                             packed))
+                plan.append((run, [flat_grads[i] for i in tensors.indices], hyper, packed))
         if self.skip_nonfinite and not _all_finite_flat(flat_grads, self._backend):
             return False
         with _safety.deferred_interrupt():
-            for tensors, group_grads, hyper, packed in plan:
-                self._backend.optim_step(rule.name, tensors, group_grads, hyper, packed)
+            for run, group_grads, hyper, packed in plan:
+                run(group_grads, hyper, packed)
             if rule.advance is not None:
                 self._carried = [rule.advance(hyper) for hyper in hypers]
             self._steps += 1
         return True
+
+    def _rebind(self):
+        """In a process forked after the thread pools started (backends.FORKED), take
+        the backend that stands in for this one and drop the launchers of the old."""
+        self.backend = backends.resolve_name(self.backend)
+        self._backend = backends.get_backend(self.backend)
+        for cached in self._checked.values():
+            cached.launches.clear()
+
+    def _launches(self, gi, hyper, sets):
+        """``[(tensors, launcher)]`` of group ``gi`` for this step. The kernel variant
+        depends on the group's options and on whether a grad_scale is given, not on
+        the step, so the launchers are kept with the group's checked options (and
+        the state they need checked once, when the options change)."""
+        cached = self._checked[gi]
+        scaled = hyper["grad_scale"] is not None
+        launches = cached.launches.get(scaled)
+        if launches is None:
+            self._check_states(hyper, sets)
+            rule = self._rule
+            flags, slots = rule.kernel_flags(hyper), rule.slots(hyper)
+            launches = cached.launches[scaled] = [
+                (tensors, self._backend.launch(rule, tensors, flags, slots))
+                for tensors in sets]
+        return launches
+
+    def _check_states(self, hyper, sets):
+        """Refuse options that need other state than the group was built with."""
+        needed = self._rule.state_names(hyper)
+        for tensors in sets:
+            if set(needed) != set(tensors.states):
+                raise ValueError(
+                    "this step needs state " + repr(sorted(needed)) + " but the group "
+                    "was built with " + repr(sorted(tensors.states)) + "; options that "
+                    "add or remove state cannot change after construction")
 
     @property
     def steps(self):
@@ -341,6 +401,34 @@ class Optimizer:
         options = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())
         return (f"{type(self).__name__}({len(self._flat)} params in "
                 f"{len(self.param_groups)} group(s), {options}, backend={self.backend!r})")
+
+
+class _CheckedGroup:
+    """A param group's checked hyperparameters, and what its options were when they
+    were checked. :meth:`matches` tells in a few operations whether they still are:
+    each option is the same object or an equal value, and a list or array option
+    (which can change in place) has the same contents."""
+
+    __slots__ = ("keys", "values", "mutable", "size", "checked", "launches")
+
+    def __init__(self, group, checked):
+        self.keys = [k for k in group if k != "params"]
+        self.values = [group[k] for k in self.keys]
+        self.mutable = [(k, _frozen(group[k])) for k in self.keys
+                        if isinstance(group[k], (list, np.ndarray))]
+        self.size = len(group)
+        self.checked = checked
+        self.launches = {}  # grad_scale given? -> the step's launchers (Optimizer._launches)
+
+    def matches(self, group):
+        if len(group) != self.size:
+            return False
+        try:
+            if [group[k] for k in self.keys] != self.values:
+                return False
+        except (KeyError, ValueError, TypeError):  # a key gone; arrays compared
+            return False
+        return all(_frozen(group[k]) == frozen for k, frozen in self.mutable)
 
 
 def _frozen(value):

@@ -1,6 +1,6 @@
-"""Faults a real program meets: threads, Ctrl-C, overlapping arrays, an install where
-Numba cannot cache, hyperparameters that overflow float32. What could crash or hang
-runs in a subprocess with a timeout."""
+"""Faults a real program meets: threads, fork, Ctrl-C, overlapping arrays, an install
+where Numba cannot cache, hyperparameters that overflow float32. What could crash or
+hang runs in a subprocess with a timeout."""
 
 import subprocess
 import sys
@@ -44,6 +44,60 @@ def test_one_optimizer_stepped_from_two_threads(cpu_compiled_backend):
         print("ok")
     """, cpu_compiled_backend.name)
     assert out.stdout.strip() == "ok"
+
+
+def test_a_child_forked_after_parallel_kernels_keeps_training(cpu_compiled_backend):
+    # The parent runs parallel kernels (1M elements) and forks; the child steps the
+    # parent's optimizer and a new one, and runs a parallel batch norm and global_norm.
+    # It must neither die (Numba under GNU OpenMP) nor hang (OpenMP's pool), and its
+    # numbers must be the parent's for the same calls.
+    out = run_script("""
+        import multiprocessing as mp
+        import warnings
+        import numpy as np, fastopt
+
+        n = 1 << 20
+        def start():
+            p = np.linspace(-1, 1, n).astype(np.float32)
+            return p, fastopt.Adam([p], lr=0.01)
+        g = np.cos(np.arange(n, dtype=np.float32))
+        x = np.sin(np.arange(64 * 32 * 1024, dtype=np.float32)).reshape(64, 32, 1024)
+
+        def work(p, opt):
+            for _ in range(3):
+                opt.step([g])
+            q = np.ones(n, np.float32)
+            fastopt.SGD([q], lr=0.5, momentum=0.9).step([g])
+            y, _ = fastopt.batchnorm_forward(x, np.ones(32, np.float32),
+                                             np.zeros(32, np.float32))
+            return p.copy(), q, y[0, :, :8].copy(), fastopt.global_norm([g, q])
+
+        def child(p, opt, queue):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = work(p, opt)
+            queue.put((result, [str(w.message) for w in caught], opt.backend))
+
+        p, opt = start()
+        opt.step([g])  # parallel kernels have run in the parent
+        ctx = mp.get_context("fork")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=child, args=(p, opt, queue))
+        proc.start()
+        (got, messages, backend), = [queue.get(timeout=120)]
+        proc.join(60)
+        assert proc.exitcode == 0, proc.exitcode
+        want = work(p, opt)  # the parent, from the same state
+        for a, b in zip(got[:3], want[:3]):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        assert abs(got[3] - want[3]) <= 1e-9 * want[3]
+        print(backend, any("forked" in m for m in messages))
+    """, cpu_compiled_backend.name, timeout=300)
+    backend, warned = out.stdout.split()
+    if cpu_compiled_backend.name == "numba":  # Numba cannot run there: the C build does
+        assert backend == "c" and warned == "True"
+    else:
+        assert backend == "c" and warned == "False"
 
 
 def test_workqueue_layer_with_concurrent_optimizers():

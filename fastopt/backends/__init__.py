@@ -23,6 +23,48 @@ NAMES = tuple(_MODULES)
 _loaded = {}
 _failures = {}
 
+# True in a process forked after a threaded backend loaded. Neither Numba's threading
+# layer nor GNU OpenMP's pool survives fork(): in the child, a Numba parallel kernel
+# aborts the process and an OpenMP parallel region waits forever for threads that
+# were not copied. There fastopt runs serially: "numba" resolves to "c" (the same
+# updates, bit for bit) with OpenMP held to one thread, or to "numpy" without the C
+# build. Optimizers built before the fork rebind at their next step.
+FORKED = False
+_FORK_WARNED = False
+
+
+def _after_fork_in_child():
+    global FORKED
+    if FORKED or "numba" in _loaded or "c" in _loaded:
+        FORKED = True
+        if "c" in _loaded:
+            _loaded["c"].run_serially()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _serial_in_child(name):
+    """The backend that stands in for ``name`` in a forked child (see FORKED)."""
+    global _FORK_WARNED
+    if name != "numba":
+        return name
+    replacement = "c" if _installed("c") and "c" not in _failures else "numpy"
+    if replacement == "c":
+        try:
+            _load("c")
+        except RuntimeError:
+            replacement = "numpy"
+    if not _FORK_WARNED:
+        _FORK_WARNED = True
+        warnings.warn("fastopt: this process was forked after fastopt's thread pools "
+                      f"started, which do not survive fork(); backend 'numba' runs as "
+                      f"{replacement!r} on one thread here (the same results). Use the "
+                      "'spawn' or 'forkserver' start method to keep threads in workers",
+                      RuntimeWarning, stacklevel=3)
+    return replacement
+
 
 def _passive_openmp_threads():
     """Ask OpenMP (the numba and c backends' thread pools) to sleep between kernels
@@ -41,6 +83,8 @@ def _load(name):
             raise RuntimeError(f"backend {name!r} is not available here: {_failures[name]}")
         try:
             backend = _loaded[name] = importlib.import_module(_MODULES[name]).BACKEND
+            if FORKED and name == "c":
+                backend.run_serially()
         except Exception as error:  # not installed (ImportError), or cannot start here
             _failures[name] = error
             raise RuntimeError(f"backend {name!r} is not available here: {error}") from error
@@ -77,12 +121,12 @@ def resolve_name(backend=None):
     """The backend name that applies: argument, then FASTOPT_BACKEND, then default."""
     name = backend if backend is not None else os.environ.get("FASTOPT_BACKEND") or None
     if name is None:
-        return default_backend()
-    if not isinstance(name, str) or name not in NAMES:
+        name = default_backend()
+    elif not isinstance(name, str) or name not in NAMES:
         source = "backend" if backend is not None else "FASTOPT_BACKEND"
         raise ValueError(f"{source} must be one of {', '.join(map(repr, NAMES))}; "
                          f"got {name!r}")
-    return name
+    return _serial_in_child(name) if FORKED else name
 
 
 def resolve_for(on_device, backend=None):

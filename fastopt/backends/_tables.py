@@ -16,8 +16,6 @@ import glob
 
 import numpy as np
 
-from ..rules import RULES
-
 CHUNK = 1 << 15  # elements per chunk: 128 KiB of float32, a comfortable L2 slice
 PARALLEL_MIN_ELEMENTS = 4 * CHUNK  # below this, kernels run on the calling thread
 
@@ -179,19 +177,6 @@ def bn_windows(shape, itemsize, streams, budget=None):
     count = -(-channels // max(1, budget // channel_bytes))  # windows, of equal widths
     cuts = [k * channels // count for k in range(count + 1)]
     return tuple(zip(cuts[:-1], cuts[1:]))
-
-
-def optim_launch(rule_name, tensors, grads, hyper, parts, packed=None):
-    """What a compiled optimizer kernel needs for one step of rule ``rule_name`` on
-    ``parts`` threads: ``(flags, addresses, chunks, packed)`` with this step's grad
-    addresses in the table and the rule's scalars packed in the tensors' dtype (as
-    given in ``packed``, when the caller packed them already)."""
-    rule = RULES[rule_name]
-    flags = rule.kernel_flags(hyper)
-    addresses, chunks = optim_tables(tensors, rule.slots(hyper), parts)
-    if packed is None:
-        packed = rule.pack(tensors.dtype, hyper)
-    return flags, with_grads(addresses, grads), chunks, packed
 
 
 def bn_partials(shape, width=None):

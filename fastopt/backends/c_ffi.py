@@ -12,8 +12,8 @@ Threads come from OpenMP (``OMP_NUM_THREADS``); cffi releases the GIL during cal
 import numpy as np
 
 from .._fastopt_c import ffi, lib
-from ..rules import RULES
 from . import _tables
+from ._base import Backend
 
 _TYPES = {np.dtype(np.float32): ("float[]", "f32"), np.dtype(np.float64): ("double[]", "f64")}
 
@@ -31,10 +31,11 @@ def _contiguous(*arrays):
             raise ValueError("the C backend's batch-norm kernels take C-contiguous arrays")
 
 
-class CBackend:
+class CBackend(Backend):
     """The cffi-compiled C kernels; see the module docstring."""
 
     name = "c"
+    single_call = True
 
     def __init__(self):
         self._optim = {"f32": lib.fo_optim_f32, "f64": lib.fo_optim_f64}
@@ -48,19 +49,25 @@ class CBackend:
         """The number of OpenMP threads a kernel runs on (1 for a serial build)."""
         return lib.fo_max_threads()
 
-    def optim_step(self, rule_name, tensors, grads, hyper, packed=None):
-        """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` (with
-        its scalars ``packed`` already, or packed here)."""
-        parts = self.threads() if _tables.parallel(tensors.total) else 1
-        flags, addresses, chunks, packed = _tables.optim_launch(rule_name, tensors, grads,
-                                                                hyper, parts, packed)
-        ctype, tag = _TYPES[packed.dtype]
-        variant = RULES[rule_name].variant(flags)
-        status = self._optim[tag](variant, _ptr("int64_t[]", addresses),
-                                  _ptr("int64_t[]", chunks), len(chunks), _ptr(ctype, packed),
-                                  parts)
-        if status != 0:  # unreachable through the public API, which validates first
-            raise RuntimeError(f"the C backend has no kernel variant {variant}")
+    @staticmethod
+    def run_serially():
+        """Hold every kernel to one thread (in a forked child, where OpenMP's pool was
+        not copied and a parallel region would wait for it forever)."""
+        lib.fo_set_max_threads(1)
+
+    def _launcher(self, rule, tensors, flags, slots):
+        ctype, tag = _TYPES[tensors.dtype]
+        optim, variant = self._optim[tag], rule.variant(flags)
+        parallel = _tables.parallel(tensors.total)
+
+        def run(grads, hyper, packed):
+            parts = self.threads() if parallel else 1  # OMP_NUM_THREADS may change
+            addresses, chunks = _tables.optim_tables(tensors, slots, parts)
+            status = optim(variant, _ptr("int64_t[]", _tables.with_grads(addresses, grads)),
+                           _ptr("int64_t[]", chunks), len(chunks), _ptr(ctype, packed), parts)
+            if status != 0:  # unreachable through the public API, which validates first
+                raise RuntimeError(f"the C backend has no kernel variant {variant}")
+        return run
 
     def _per_chunk(self, kernels, arrays, dtype, ctype):
         """One value per fixed chunk of same-dtype 1-D contiguous arrays."""

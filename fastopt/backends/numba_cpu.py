@@ -8,11 +8,14 @@ branches on them, and LLVM vectorises the element loop. Compiled code is cached 
 disk (``cache=CACHE``) so that a new process does not recompile.
 
 Work below ``_tables.PARALLEL_MIN_ELEMENTS`` runs on one thread (the same compiled
-kernel, launched with ``numba.set_num_threads(1)``): waking the pool costs more than
-it saves there, and next to NumPy's BLAS threads, which spin after each matmul, a
-two-thread launch on a small array can cost milliseconds. (A kernel compiled without
-``parallel=True`` is no substitute: it loses the no-alias facts that let LLVM
-vectorise the element loop, and runs 3-10x slower.)
+kernel, which sets ``numba.set_num_threads(1)`` for its own loop): waking the pool
+costs more than it saves there, and next to NumPy's BLAS threads, which spin after
+each matmul, a two-thread launch on a small array can cost milliseconds. The
+optimizer kernels take the thread count as an argument and set it inside: from
+Python, the ``set_num_threads`` pair around a call costs 3-4 us more (measured on
+a 200-element kernel: 5.0 us a call against 1.3 us), the whole cost of a small step.
+(A kernel compiled without ``parallel=True`` is no substitute: it loses the no-alias
+facts that let LLVM vectorise the element loop, and runs 3-10x slower.)
 """
 
 import contextlib
@@ -21,15 +24,17 @@ from types import SimpleNamespace
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import _bn_math, _bn_passes
-from ..rules import RULES, source_stamp
+from ..rules import source_stamp
 from ..rules._elements import element_functions
 from ..rules._spec import HYPER_LEN
 from . import _dispatch, _tables
+from ._base import Backend
 from ._numba_cache import disk_cache
 
 # Start Numba's threading layer before anything is compiled or loaded. Its start
@@ -55,6 +60,35 @@ def _pointer(typingctx, address):
         return builder.inttoptr(args[0], cgutils.voidptr_t)
 
     return types.voidptr(types.int64), codegen
+
+
+# The calling thread's share of Numba's pool, read and set inside a kernel. These call
+# the threading layer's own ``get_num_threads``/``set_num_threads`` by symbol, as
+# Numba's parallel loops do: ``numba.set_num_threads`` compiled into a kernel would
+# reach them through a ctypes pointer, which keeps the kernel out of the disk cache.
+@intrinsic
+def _thread_count(typingctx):
+    def codegen(context, builder, signature, args):
+        # Declared as Numba's parallel loops declare it (same module, same type); the C
+        # function returns an int, so only its low 32 bits are kept.
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(cgutils.intp_t, []), "get_num_threads")
+        return builder.sext(builder.trunc(builder.call(fn, []), ir.IntType(32)),
+                            cgutils.intp_t)
+
+    return types.intp(), codegen
+
+
+@intrinsic
+def _set_thread_count(typingctx, count):
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(32)]),
+            "set_num_threads")
+        builder.call(fn, [builder.trunc(args[0], ir.IntType(32))])
+        return context.get_dummy_value()
+
+    return types.void(types.intp), codegen
 
 
 @numba.njit(inline="always")
@@ -90,9 +124,14 @@ def _make_optim_kernel(rule_id, flags, used, dtype, stamp):
     G, S0, S1, S2 = _tables.GRAD, _tables.SLOT0, _tables.SLOT0 + 1, _tables.SLOT0 + 2
 
     @numba.njit(parallel=True, cache=CACHE, nogil=True)
-    def optim_kernel(addresses, chunks, hyper):
+    def optim_kernel(addresses, chunks, hyper, threads):
+        """One step over the chunk table, on ``threads`` threads (0: as many as the
+        calling thread has)."""
         if stamp < 0:  # never: the stamp only keys the cache
             return
+        outer = _thread_count()
+        if threads > 0:
+            _set_thread_count(threads)
         h = _hyper_tuple(hyper)
         for c in numba.prange(chunks.shape[0]):
             t = chunks[c, 0]
@@ -105,6 +144,7 @@ def _make_optim_kernel(rule_id, flags, used, dtype, stamp):
             s2 = numba.carray(_pointer(addresses[t, S2] + offset), n, dtype)
             for i in range(n):
                 _update_element(rule_id, flags, used, p, g, s0, s1, s2, i, h)
+        _set_thread_count(outer)
 
     return optim_kernel
 
@@ -340,10 +380,11 @@ def _window_pass(compiled):
     return run
 
 
-class NumbaBackend:
+class NumbaBackend(Backend):
     """Fused Numba CPU kernels; see the module docstring."""
 
     name = "numba"
+    single_call = True
     bn_math = BN_MATH
     bn_passes = _window_pass(_BN_FORWARD), _window_pass(_BN_BACKWARD)
 
@@ -358,16 +399,23 @@ class NumbaBackend:
                 rule.id, flags, used, np.dtype(dtype).type, source_stamp(rule))
         return kernel
 
-    def optim_step(self, rule_name, tensors, grads, hyper, packed=None):
-        """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` (with
-        its scalars ``packed`` already, or packed here)."""
-        parts = numba.get_num_threads() if _tables.parallel(tensors.total) else 1
-        flags, addresses, chunks, packed = _tables.optim_launch(rule_name, tensors, grads,
-                                                                hyper, parts, packed)
-        rule = RULES[rule_name]
-        used = tuple(name is not None for name in rule.slots(hyper))
-        _launch(self._kernel(rule, flags, used, tensors.dtype), tensors.total,
-                addresses, chunks, packed)
+    def _launcher(self, rule, tensors, flags, slots):
+        kernel = self._kernel(rule, flags, tuple(name is not None for name in slots),
+                              tensors.dtype)
+        if _tables.parallel(tensors.total):
+            def run(grads, hyper, packed):
+                # chunks balanced over the threads the calling thread has now
+                addresses, chunks = _tables.optim_tables(tensors, slots,
+                                                         numba.get_num_threads())
+                with _LAUNCH_LOCK:
+                    kernel(_tables.with_grads(addresses, grads), chunks, packed, 0)
+        else:
+            addresses, chunks = _tables.optim_tables(tensors, slots, 1)
+
+            def run(grads, hyper, packed):
+                with _LAUNCH_LOCK:
+                    kernel(_tables.with_grads(addresses, grads), chunks, packed, 1)
+        return run
 
     def _reductions(self, dtype):
         key = ("reductions", np.dtype(dtype))

@@ -26,6 +26,7 @@ from ..rules import RULES
 from ..rules._elements import element_functions
 from ..rules._spec import ZERO
 from . import _dispatch, _tables
+from ._base import Backend
 from ._numba_cache import disk_cache
 from ._tables import one_window  # CudaBackend has a method named _tables
 
@@ -173,7 +174,7 @@ def _blocks(n):
     return max(1, min(int(n), 65535 if SIMULATED else 1 << 20))
 
 
-class CudaBackend:
+class CudaBackend(Backend):
     """numba-cuda kernels; see the module docstring."""
 
     name = "cuda"
@@ -208,20 +209,18 @@ class CudaBackend:
                                            self._chunks(tensors.sizes[lo:hi]))
         return tables
 
-    def optim_step(self, rule_name, tensors, grads, hyper, packed=None):
-        """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` (with
-        its scalars ``packed`` already, or packed here)."""
-        rule = RULES[rule_name]
-        flags = rule.kernel_flags(hyper)
-        slots = rule.slots(hyper)
-        used = tuple(name is not None for name in slots)
-        kernel = self._kernel(rule_name, flags, used)
-        h = tuple(rule.pack(tensors.dtype, hyper) if packed is None else packed)
-        for lo in range(0, len(tensors.params), MAX_TENSORS_PER_LAUNCH):
-            hi = min(lo + MAX_TENSORS_PER_LAUNCH, len(tensors.params))
-            addresses, chunks = self._tables(tensors, slots, (lo, hi))
-            grad_addresses = tuple(_device.address(g) for g in grads[lo:hi])
-            kernel[_blocks(chunks.shape[0]), THREADS](addresses, grad_addresses, chunks, h)
+    def _launcher(self, rule, tensors, flags, slots):
+        kernel = self._kernel(rule.name, flags, tuple(name is not None for name in slots))
+        parts = [(lo, min(lo + MAX_TENSORS_PER_LAUNCH, len(tensors.params)))
+                 for lo in range(0, len(tensors.params), MAX_TENSORS_PER_LAUNCH)]
+
+        def run(grads, hyper, packed):
+            h = tuple(packed)
+            for lo, hi in parts:
+                addresses, chunks = self._tables(tensors, slots, (lo, hi))
+                grad_addresses = tuple(_device.address(g) for g in grads[lo:hi])
+                kernel[_blocks(chunks.shape[0]), THREADS](addresses, grad_addresses, chunks, h)
+        return run
 
     def _chunk_reduction(self, arrays, probe_finite):
         partials = []

@@ -3,23 +3,22 @@
 
 import numpy as np
 
-from ..rules import RULES
 from . import _tables
+from ._base import Backend
 
 
-class NumpyBackend:
+class NumpyBackend(Backend):
     """The plain NumPy reference behind the backend interface (slow, exact)."""
 
     name = "numpy"
 
-    def optim_step(self, rule_name, tensors, grads, hyper, packed=None):
-        """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` with the
-        rule's NumPy reference (its scalars ``packed`` already, or packed here)."""
-        rule = RULES[rule_name]
-        slots = rule.slots(hyper)
-        for i, (p, g) in enumerate(zip(tensors.params, grads)):
-            states = [tensors.states[name][i] if name else None for name in slots]
-            rule.reference_step(p, g, states, hyper, packed)
+    def _launcher(self, rule, tensors, flags, slots):
+        """One tensor at a time through the rule's NumPy reference."""
+        def run(grads, hyper, packed):
+            for i, (p, g) in enumerate(zip(tensors.params, grads)):
+                states = [tensors.states[name][i] if name else None for name in slots]
+                rule.reference_step(p, g, states, hyper, packed)
+        return run
 
     def chunk_sums_of_squares(self, arrays):
         """Float64 sums of squares, one per array (the reference needs no chunking)."""

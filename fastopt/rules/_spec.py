@@ -232,15 +232,16 @@ class Rule:
         if self.penalties:
             checks += [("l1", nonnegative("l1")), ("maximize", boolean("maximize"))]
         checks += [(name, real(name)) for name in self.carried]
-        object.__setattr__(self, "_checks", tuple(checks))
+        object.__setattr__(self, "checks", tuple(checks))
         object.__setattr__(self, "_order", tuple(COMMON) + tuple(self.scalars))
+        object.__setattr__(self, "_padding", [0.0] * (HYPER_LEN - len(self._order)))
         slots(self.scalars)  # they fit HYPER_LEN
 
     def check(self, hyper):
         """The kernel hyperparameters checked (a new dict), or ValueError/TypeError
         naming the one that is wrong."""
         checked = dict(hyper)
-        for name, check in self._checks:
+        for name, check in self.checks:
             checked[name] = check(hyper[name])
         checked["grad_scale"] = _validate.grad_scale(hyper["grad_scale"])
         if self.validate is not None:
@@ -249,24 +250,23 @@ class Rule:
 
     # -- what the kernels get -------------------------------------------------------
 
-    def is_decoupled(self, hyper):
-        return self.decoupled is not None and self.decoupled(hyper)
-
     def kernel_flags(self, hyper):
         """The structural flags: the rule's two, then SCALED and DECAYED."""
         own = tuple(self.flags(hyper)) + (False, False) if self.flags else (False, False)
         decayed = hyper.get("weight_decay", 0.0) != 0 or hyper.get("l1", 0.0) != 0
         return (bool(own[0]), bool(own[1]), hyper["grad_scale"] is not None, decayed)
 
-    def scalar_values(self, hyper):
-        """Every kernel scalar by name, in float64: the common ones, then the rule's."""
+    def _common_values(self, hyper):
+        """The common scalars (:data:`COMMON`, in order) in float64."""
         scale = 1.0 if hyper["grad_scale"] is None else hyper["grad_scale"]
         wd = hyper.get("weight_decay", 0.0)
-        decoupled = self.is_decoupled(hyper)
-        values = {"scale": -scale if hyper.get("maximize") else scale,
-                  "weight_decay": 0.0 if decoupled else wd, "l1": hyper.get("l1", 0.0),
-                  "zero": 0.0, "one": 1.0,
-                  "decay": 1.0 - hyper["lr"] * wd if decoupled else 1.0}
+        decoupled = self.decoupled is not None and self.decoupled(hyper)
+        return [-scale if hyper.get("maximize") else scale, 0.0 if decoupled else wd,
+                hyper.get("l1", 0.0), 0.0, 1.0, 1.0 - hyper["lr"] * wd if decoupled else 1.0]
+
+    def scalar_values(self, hyper):
+        """Every kernel scalar by name, in float64: the common ones, then the rule's."""
+        values = dict(zip(COMMON, self._common_values(hyper)))
         values.update(self.host(hyper))  # tests/test_rules.py: it gives exactly `scalars`
         return values
 
@@ -274,11 +274,15 @@ class Rule:
         """The kernel's scalars in ``dtype``, in order. A value that overflows the dtype
         (as ``lr=1e39`` overflows float32) or a grad_scale that rounds to 0 would write
         inf or NaN into every element, so it is refused, naming its hyperparameter."""
-        values = self.scalar_values(hyper)
-        order = self._order
-        vector = [values[name] for name in order] + [0.0] * (HYPER_LEN - len(order))
+        vector = self._common_values(hyper)
+        own = self.host(hyper)
+        vector += [own[name] for name in self.scalars]
+        vector += self._padding
         rounds_to_inf, rounds_to_zero = _ROUNDING[dtype]
-        if not max(map(abs, vector)) < rounds_to_inf or abs(vector[SCALE]) <= rounds_to_zero:
+        # the sum is inf or NaN when any value is; a sum past the limit from finite
+        # values that each fit only sends the check below to look
+        if not sum(map(abs, vector)) < rounds_to_inf or abs(vector[SCALE]) <= rounds_to_zero:
+            values, order = self.scalar_values(hyper), self._order
             for name in order:
                 value = values[name]
                 if not abs(value) < rounds_to_inf or (name == "scale"

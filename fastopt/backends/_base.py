@@ -1,0 +1,43 @@
+"""What every backend shares: launchers of optimizer steps, kept per tensor set.
+
+A backend builds, for one rule variant on one :class:`fastopt._tensorset.TensorSet`,
+a *launcher* ``run(grads, hyper, packed)`` that applies one step given this step's
+flat grads, checked hyperparameters and packed scalars. Everything that does not
+change from step to step (the compiled kernel, the address and chunk tables, the
+thread count of small work) is looked up when the launcher is built, so a step pays
+for the grads' addresses and the call only. Launchers are kept in the set's cache.
+"""
+
+from ..rules import RULES
+
+
+class Backend:
+    """Base class: :meth:`launch` and :meth:`optim_step` over a subclass's
+    ``_launcher(rule, tensors, flags, slots)``."""
+
+    name = None
+    # Whether a launcher is one call into compiled code, which a signal cannot interrupt
+    # half way (so a step of one launcher needs no deferred interrupt).
+    single_call = False
+
+    def launch(self, rule, tensors, flags, slots):
+        """The launcher of ``rule``'s variant with structural ``flags`` and state
+        ``slots`` (:meth:`fastopt.rules.Rule.kernel_flags`, :meth:`~.Rule.slots`) on
+        ``tensors``, built on first use and kept in ``tensors.cache``."""
+        key = ("launch", self.name, flags, slots)
+        run = tensors.cache.get(key)
+        if run is None:
+            run = tensors.cache[key] = self._launcher(rule, tensors, flags, slots)
+        return run
+
+    def optim_step(self, rule_name, tensors, grads, hyper, packed=None):
+        """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` (with
+        its scalars ``packed`` already, or packed here)."""
+        rule = RULES[rule_name]
+        if packed is None:
+            packed = rule.pack(tensors.dtype, hyper)
+        run = self.launch(rule, tensors, rule.kernel_flags(hyper), rule.slots(hyper))
+        run(grads, hyper, packed)
+
+    def _launcher(self, rule, tensors, flags, slots):
+        raise NotImplementedError

@@ -1,0 +1,148 @@
+"""The short route of a repeated call (kept checked options, kept kernel launchers, the
+plain-grads check) against the full checks: a change between calls is noticed and
+gives the numbers of a fresh computation, and bad grads are still refused, with nothing
+written, after many good calls on the same arrays."""
+
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import functional
+
+
+def model(rng, dtype=np.float32):
+    return {"w": rng.standard_normal((6, 4)).astype(dtype),
+            "b": rng.standard_normal(4).astype(dtype)}
+
+
+def grads_of(rng, params):
+    return {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in params.items()}
+
+
+def twins(rng, cls=fastopt.Adam, **kw):
+    """The optimizer under test (FASTOPT_BACKEND) and the NumPy reference, on copies."""
+    params = model(rng)
+    ref_params = {k: v.copy() for k, v in params.items()}
+    return params, cls(params, **kw), ref_params, cls(ref_params, backend="numpy", **kw)
+
+
+def assert_same(params, ref_params):
+    for k in params:
+        np.testing.assert_allclose(params[k], ref_params[k], rtol=2e-6, atol=1e-7)
+
+
+def test_a_changed_group_option_is_used_at_the_next_step(cpu_compiled_backend, rng):
+    params, opt, ref_params, ref = twins(rng, betas=[0.9, 0.999], weight_decay=0.0)
+    for step in range(12):
+        if step == 3:  # a new learning rate
+            for o in (opt, ref):
+                o.param_groups[0]["lr"] = 0.05
+        if step == 5:  # a list option changed in place (the reference gets a new list)
+            opt.param_groups[0]["betas"][0] = 0.5
+            ref.param_groups[0]["betas"] = [0.5, 0.999]
+        if step == 7:  # weight decay switched on: another compiled variant
+            for o in (opt, ref):
+                o.param_groups[0]["weight_decay"] = 0.1
+        scale = 4.0 if step >= 9 else None  # a grad_scale: another variant again
+        g = grads_of(rng, params)
+        opt.step(g, grad_scale=scale)
+        ref.step(g, grad_scale=scale)
+    assert_same(params, ref_params)
+    before = {k: v.copy() for k, v in params.items()}
+    opt.param_groups[0]["betas"][1] = 1.5  # in place again, now invalid
+    with pytest.raises(ValueError, match="beta2"):
+        opt.step(grads_of(rng, params))
+    opt.param_groups[0]["betas"][1] = 0.999
+    opt.param_groups[0]["lr"] = True  # equal to 1, but not a number
+    with pytest.raises(TypeError, match="learning rate"):
+        opt.step(grads_of(rng, params))
+    opt.param_groups[0]["lr"] = 0.01
+    opt.param_groups[0]["amsgrad"] = True  # would need another state array
+    with pytest.raises(ValueError, match="cannot change"):
+        opt.step(grads_of(rng, params))
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])
+
+
+def test_a_schedule_is_evaluated_at_every_step(cpu_compiled_backend, rng):
+    # The reference sets each step's lr by hand; the schedule must give the same steps.
+    params, opt, ref_params, ref = twins(rng, cls=fastopt.SGD, lr=lambda t: 0.1 / (1 + t),
+                                         momentum=0.9)
+    ref.param_groups[0]["lr"] = 0.1
+    for step in range(6):
+        ref.param_groups[0]["lr"] = 0.1 / (1 + step)
+        g = grads_of(rng, params)
+        opt.step(g)
+        ref.step(g)
+    assert_same(params, ref_params)
+
+
+def test_bad_grads_are_refused_after_many_good_steps(cpu_compiled_backend, rng):
+    params, opt, _, _ = twins(rng)
+    for _ in range(5):
+        opt.step(grads_of(rng, params))
+    before = {k: v.copy() for k, v in params.items()}
+    good = grads_of(rng, params)
+    bad = [
+        ({"w": good["w"]}, ValueError, "missing"),
+        ({**good, "extra": good["b"]}, ValueError, "unexpected"),
+        ([good["w"]], ValueError, "expected 2 grads"),
+        ({**good, "b": np.ones(5, np.float32)}, ValueError, "shape"),
+        ({**good, "b": good["b"].astype(np.float64)}, TypeError, "dtype"),
+        ({**good, "b": params["w"][0]}, ValueError, "overlaps"),
+        ({**good, "w": "grads"}, TypeError, "NumPy array"),
+    ]
+    for grads, error, match in bad:
+        with pytest.raises(error, match=match):
+            opt.step(grads)
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])
+    assert opt.steps == 5
+
+
+def test_grads_in_other_layouts_take_the_checked_route(cpu_compiled_backend, rng):
+    # A Fortran-ordered or strided grad is not plain, and must give the same step.
+    params, opt, ref_params, ref = twins(rng)
+    for layout in ("C", "F", "strided", "C"):
+        g = grads_of(rng, params)
+        ref.step(g)
+        if layout == "F":
+            g = {**g, "w": np.asfortranarray(g["w"])}
+        elif layout == "strided":
+            wide = np.zeros((6, 8), np.float32)
+            wide[:, ::2] = g["w"]
+            g = {**g, "w": wide[:, ::2]}
+        opt.step(g)
+    assert_same(params, ref_params)
+
+
+def test_functional_repeated_calls_notice_changes_and_refuse_bad_input(
+        cpu_compiled_backend, rng):
+    p = rng.standard_normal(50).astype(np.float32)
+    q = p.copy()
+    m, v, m_ref, v_ref = (np.zeros(50, np.float32) for _ in range(4))
+    for step in range(1, 9):
+        g = rng.standard_normal(50).astype(np.float32)
+        kw = dict(step=step, lr=0.01 if step < 4 else 0.02,
+                  weight_decay=0.0 if step < 6 else 0.1)
+        functional.adam_(p, g, m, v, **kw)
+        functional.adam_(q, g, m_ref, v_ref, backend="numpy", **kw)
+    np.testing.assert_allclose(p, q, rtol=2e-6, atol=1e-7)
+    before = p.copy()
+    g = rng.standard_normal(50).astype(np.float32)
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        functional.adam_(p, g, m, v, step=0, lr=0.01)
+    with pytest.raises(TypeError, match="step must be an integer"):
+        functional.adam_(p, g, m, v, step=None, lr=0.01)
+    functional.adam_(p, g, m, v, step=9, lr=1)  # an int lr is a number...
+    before = p.copy()
+    with pytest.raises(TypeError, match="learning rate"):  # ...True, equal to it, is not
+        functional.adam_(p, g, m, v, step=10, lr=True)
+    with pytest.raises(ValueError, match="shape"):
+        functional.adam_(p, g[:10], m, v, step=10, lr=0.01)
+    with pytest.raises(ValueError, match="overlaps"):
+        functional.adam_(p, m, m, v, step=10, lr=0.01)
+    p.flags.writeable = False  # cleared after the arrays were cached
+    with pytest.raises(ValueError, match="read-only"):
+        functional.adam_(p, g, m, v, step=10, lr=0.01)
+    np.testing.assert_array_equal(p, before)
