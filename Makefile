@@ -8,12 +8,12 @@ REFERENCE ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastopt-installed
 
-.PHONY: install test lint bench record record-small gpu-check c-header clean
+.PHONY: install test lint bench record record-small record-distributed gpu-check c-header clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/* csrc/rules/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,cuda,plot]" $(REFERENCE)
+	$(PY) -m pip install --quiet -e ".[test,cuda,plot,mpi]" $(REFERENCE)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -43,6 +43,11 @@ record: install
 record-small: install
 	$(VENV)/bin/fastopt bench --small --rounds 21 --json docs/benchmarks-small.json \
 		--markdown docs/benchmarks-small.md --readme README.md
+
+# The data-parallel record (fastopt.distributed over 1 and 2 ranks, through mpiexec).
+record-distributed: install
+	$(VENV)/bin/fastopt bench --distributed --ranks 1,2 --rounds 11 \
+		--json docs/benchmarks-distributed.json --markdown docs/benchmarks-distributed.md
 
 # On a machine with an NVIDIA GPU: the CUDA tests on the device and the GPU benchmark,
 # recorded in docs/gpu/ (no virtual environment: it uses the machine's Python).

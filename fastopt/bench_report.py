@@ -325,3 +325,26 @@ def small_readme_block(results, info, command, record=None, when=None):
     if record:
         lines[-1] += f" Every method: [{record}]({record})."
     return "\n".join(lines + ["", SMALL_README_END])
+
+
+# ---------------------------------------------------------------------------
+# ``fastopt bench --distributed`` (fastopt.bench_distributed rows).
+
+
+def distributed_markdown(rows, info, command, when=None):
+    """The distributed benchmark record: provenance, method, the table."""
+    from .bench_distributed import COLUMNS, table_rows
+    from .bench_distributed import __doc__ as method_text
+
+    method = " ".join(method_text.split("\n\n", 1)[1].split())
+    return "\n".join([
+        "# fastopt benchmark record: data-parallel steps over MPI",
+        "",
+        "Generated from one run; do not edit by hand, run the command again.",
+        "",
+        provenance(info, command, when),
+        "",
+        method,
+        "",
+        _markdown_table(COLUMNS, table_rows(rows), left=1),
+        ""])

@@ -60,6 +60,12 @@ def build_parser():
     bench.add_argument("--sizes", type=_sizes, help="element counts, e.g. 1M,64M")
     bench.add_argument("--kernels", type=_list(tuple(benchmark.KERNELS)),
                        help="comma-separated subset of " + ",".join(benchmark.KERNELS))
+    scope.add_argument("--distributed", action="store_true",
+                       help="a data-parallel Adam step over MPI (ZeRO-1 and allreduce + "
+                       "step) at 1 and 2 ranks, state per rank, collective bandwidth "
+                       "(needs fastopt[mpi])")
+    bench.add_argument("--ranks", type=lambda t: [int(x) for x in t.split(",") if x.strip()],
+                       default=[1, 2], help="with --distributed: numbers of ranks (1,2)")
     bench.add_argument("--entries", type=lambda t: [e.strip() for e in t.split(",")
                                                      if e.strip()],
                        help="with --small: only the entry points whose name contains "
@@ -95,6 +101,8 @@ def cmd_bench(args, out=None, command="fastopt bench"):
         _writable(args)
     if args.small:
         return cmd_bench_small(args, out, command)
+    if args.distributed:
+        return cmd_bench_distributed(args, out, command)
     if args.full:
         sizes, lists, rounds = benchmark.FULL_SIZES, tuple(benchmark.PARAM_LISTS), 11
         bn_shapes = benchmark.BATCHNORM_FULL
@@ -182,6 +190,36 @@ def cmd_bench_small(args, out, command):
         print(f"updated the small-work block of {args.readme}", file=out)
     print(bench_report.small_summary(results), file=out)
     return results
+
+
+def cmd_bench_distributed(args, out, command):
+    """``fastopt bench --distributed``: the data-parallel step at each number of ranks."""
+    from . import bench_distributed, bench_report, benchmark
+    if args.readme or args.plot:
+        raise SystemExit("fastopt bench: error: --distributed takes --ranks, --rounds, "
+                         "--json and --markdown")
+    if not args.ranks or min(args.ranks) < 1:
+        raise SystemExit("fastopt bench: error: --ranks must be positive integers")
+    commit = bench_report.git_commit()
+    rows = bench_distributed.run(args.ranks, rounds=args.rounds or 7,
+                                 progress=lambda text: print(text, file=sys.stderr,
+                                                             flush=True))
+    info = benchmark.machine_info()
+    info["commit"] = commit
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"schema": "fastopt-bench-distributed/1", "machine": info,
+                       "results": rows}, f, indent=1)
+        print(f"wrote {args.json}", file=out)
+    if args.markdown:
+        os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
+        with open(args.markdown, "w") as f:
+            f.write(bench_report.distributed_markdown(rows, info, command))
+        print(f"wrote {args.markdown}", file=out)
+    print(bench_report._text_table(bench_distributed.COLUMNS,
+                                   bench_distributed.table_rows(rows), left=1), file=out)
+    return rows
 
 
 def _writable(args):

@@ -60,3 +60,33 @@ def test_dlfs_two_layer_net_trains_the_same(capsys):
     losses = result["losses"]
     assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5])  # it learns
     assert "identical loss curves and weights: True" in capsys.readouterr().out
+
+
+def test_mpi_data_parallel_gives_the_one_process_curve(capsys):
+    pytest.importorskip("sklearn")
+    from fastopt.distributed import SingleProcess
+
+    curves = _load("mpi_data_parallel").main(["--quick"], comm=SingleProcess())
+    assert len(curves["ranks"]) == 3 and curves["ranks"][-1] < curves["ranks"][0] / 2
+    assert curves["ranks"] == pytest.approx(curves["one process"], rel=1e-6)
+    assert "1 rank(s), global batch 64" in capsys.readouterr().out
+
+
+def test_mpi_data_parallel_over_two_ranks():
+    import subprocess
+    import sys
+
+    pytest.importorskip("sklearn")
+    from test_distributed import MPIEXEC
+
+    if MPIEXEC is None:
+        pytest.skip("mpi4py and mpiexec are not installed (pip install 'fastopt[mpi]')")
+    result = subprocess.run([MPIEXEC, "-n", "2", sys.executable,
+                             str(EXAMPLES / "mpi_data_parallel.py"), "--quick"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines()
+            if line.strip()[:1].isdigit() and "rank" not in line]
+    assert len(rows) == 3 and "2 rank(s)" in result.stdout
+    for _, ranks, one, _ in rows:  # the same curve as one process, to rounding
+        assert float(ranks) == pytest.approx(float(one), rel=1e-5)
