@@ -1,10 +1,11 @@
 # The README's two commands, `make bench` and `make test`, and the records.
 # Each target creates a virtual environment in $(VENV), installs fastopt into it from
 # this checkout (with its test extras and torch's CPU build as the optional reference),
-# then runs. Override REFERENCE= to skip torch.
+# then runs. Override REFERENCE= to skip the optional references (torch's CPU build,
+# bitsandbytes' CPU build for the 8-bit codebooks).
 PYTHON ?= python3
 VENV ?= .venv
-REFERENCE ?= torch==2.13.0
+REFERENCE ?= torch==2.13.0 bitsandbytes==0.50.2
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastopt-installed
 
