@@ -104,17 +104,27 @@ _update_element = _dispatch.rule_dispatcher(
     element_functions(numba.njit(inline="always")), numba.extending.overload)
 
 
+@numba.njit(cache=CACHE, nogil=True)
+def _swap_thread_count(count):
+    """Give the calling thread ``count`` of the pool's threads; returns what it had
+    (a compiled call: ``numba.set_num_threads`` and ``get_num_threads`` from Python
+    cost about 1 us each, with their checks)."""
+    outer = _thread_count()
+    _set_thread_count(count)
+    return outer
+
+
 def _launch(kernel, n_elements, *args):
-    """``kernel(*args)`` on the thread pool, or on one thread for small work."""
+    """``kernel(*args)`` on the thread pool, or on one thread for small work (the
+    kernels other than the optimizer's, which set their thread count themselves)."""
     with _LAUNCH_LOCK:
         if _tables.parallel(n_elements):
             return kernel(*args)
-        threads = numba.get_num_threads()
+        outer = _swap_thread_count(1)
         try:
-            numba.set_num_threads(1)
             return kernel(*args)
         finally:
-            numba.set_num_threads(threads)
+            _swap_thread_count(outer)
 
 
 def _make_optim_kernel(rule_id, flags, used, dtype, stamp):
