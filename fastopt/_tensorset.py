@@ -32,6 +32,8 @@ class TensorSet:
     per-set tables (addresses, chunk lists) in.
     """
 
+    bits = 32  # 8: each state is uint8 codes with float32 absmax per block (with_codes)
+
     def __init__(self, params, indices, states):
         self.dtype = params[0].dtype
         self.shapes = [p.shape for p in params]
@@ -57,6 +59,36 @@ class TensorSet:
             arena = full(int(offsets[-1]), value, dtype=params[0].dtype)
             states[name] = [arena[offsets[i]:offsets[i + 1]] for i in range(len(params))]
         return cls(params, indices, states)
+
+    @classmethod
+    def with_codes(cls, params, indices, states, fill=None):
+        """A set with 8-bit state (:mod:`fastopt.quant`): for each ``(name, signed)`` of
+        ``states``, one uint8 arena of codes (``states[name]``, views per tensor) and
+        one float32 arena of absmax values, one per block of 256 elements of each
+        tensor (``absmax[name]``). A state starts at ``fill[name]`` (0 by default):
+        the code of 1.0 with absmax ``|fill|``, or the code of 0 with absmax 0."""
+        from . import quant
+
+        sizes = [p.size for p in params]
+        offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        block_offsets = np.concatenate([[0], np.cumsum([quant.blocks(n) for n in sizes],
+                                                       dtype=np.int64)])
+        codes, absmax, signs = {}, {}, {}
+        for name, signed in states:
+            value = 0.0 if fill is None else float(fill.get(name, 0.0))
+            if value < 0:
+                raise ValueError(f"8-bit state {name!r} cannot start negative ({value})")
+            table = quant.codebook(signed)
+            code = table.size - 1 if value else int(np.flatnonzero(table == 0)[0])
+            arena = np.full(int(offsets[-1]), code, dtype=np.uint8)
+            scales = np.full(int(block_offsets[-1]), value, dtype=np.float32)
+            codes[name] = [arena[offsets[i]:offsets[i + 1]] for i in range(len(params))]
+            absmax[name] = [scales[block_offsets[i]:block_offsets[i + 1]]
+                            for i in range(len(params))]
+            signs[name] = signed
+        tensors = cls(params, indices, codes)
+        tensors.bits, tensors.absmax, tensors.signed = 8, absmax, signs
+        return tensors
 
     def shaped(self, flat, i):
         """State ``flat`` of tensor ``i`` seen with its param's shape and order."""

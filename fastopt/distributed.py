@@ -273,6 +273,10 @@ class ZeroRedundancyOptimizer:
         self.optimizer_class = optimizer_class or optim.CLASSES["Adam"]
         self.skip_nonfinite = _validate.boolean(defaults.pop("skip_nonfinite", False),
                                                 "skip_nonfinite")
+        class_bits = (self.optimizer_class.__init__.__kwdefaults__ or {}).get("state_bits")
+        if defaults.get("state_bits", class_bits) == 8:
+            raise ValueError("ZeroRedundancyOptimizer shards float32 state; 8-bit state "
+                             "(whole 256-element blocks per rank) is not sharded yet")
         rank, size = self.comm.Get_rank(), self.comm.Get_size()
         error = None
         try:

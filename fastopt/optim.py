@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _device, _safety, _validate, backends
+from . import _device, _safety, _validate, backends, quant
 from ._params import is_array, plain
 from ._tensorset import TensorSet
 from .grads import _all_finite_flat
@@ -31,9 +31,16 @@ class Optimizer:
     _rule = None
     _front = None
 
-    def __init__(self, params, defaults, *, skip_nonfinite=False, backend=None):
+    def __init__(self, params, defaults, *, skip_nonfinite=False, backend=None,
+                 state_bits=32, min_8bit_size=4096):
         self.defaults = dict(defaults)
         self.skip_nonfinite = _validate.boolean(skip_nonfinite, "skip_nonfinite")
+        if isinstance(state_bits, bool) or state_bits not in (32, 8):
+            raise ValueError(f"state_bits must be 32 or 8, got {state_bits!r}")
+        if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, int) \
+                or min_8bit_size < 0:
+            raise ValueError(f"min_8bit_size must be an integer >= 0, got {min_8bit_size!r}")
+        self.state_bits, self.min_8bit_size = state_bits, min_8bit_size
         groups = _param_groups(params)
         self._on_device = backends.placement(
             [p for g in groups for p in _members(g["params"])], "params")
@@ -72,6 +79,10 @@ class Optimizer:
             self._sets.append(self._make_sets(gi, group, group_indices))
         if not self._flat:
             raise ValueError("optimizer got an empty parameter list")
+        if any(t.bits == 8 for sets in self._sets for t in sets) \
+                and not self._backend.supports_8bit:
+            raise ValueError(f"8-bit state runs on the numba and numpy backends, not "
+                             f"{self.backend!r}; use state_bits=32 there")
         keyed = [k is not None for k in self._keys]
         if any(keyed) and not all(keyed):
             raise ValueError("mix of dict and list params; use one structure")
@@ -94,8 +105,21 @@ class Optimizer:
         fill = {s.name: float(group[s.fill]) if isinstance(s.fill, str) else s.fill
                 for s in self._rule.states}
         names = self._rule.state_names(self._checked_hyper(gi, group, None))
-        return [TensorSet.with_arenas([self._flat[i] for i in idx], idx, names, fill)
-                for idx in by_dtype.values()]
+        signed = {s.name: s.signed for s in self._rule.states}
+        sets = []
+        for dtype, idx in by_dtype.items():
+            # 8-bit state for float32 tensors of at least min_8bit_size elements (as
+            # bitsandbytes keeps small tensors' state in float32)
+            small = [i for i in idx if self.state_bits == 32 or dtype != np.float32
+                     or self._flat[i].size < self.min_8bit_size]
+            big = [i for i in idx if i not in small]
+            if small:
+                sets.append(TensorSet.with_arenas([self._flat[i] for i in small], small,
+                                                  names, fill))
+            if big:
+                sets.append(TensorSet.with_codes([self._flat[i] for i in big], big,
+                                                 [(n, signed[n]) for n in names], fill))
+        return sets
 
     def _match_grads(self, grads):
         """Grads in flat param order, each checked and as 1-D in its param's order."""
@@ -253,6 +277,9 @@ class Optimizer:
         the backend that stands in for this one and drop the launchers of the old."""
         self.backend = backends.resolve_name(self.backend)
         self._backend = backends.get_backend(self.backend)
+        if any(t.bits == 8 for sets in self._sets for t in sets) \
+                and not self._backend.supports_8bit:
+            self.backend, self._backend = "numpy", backends.get_backend("numpy")
         for cached in self._checked.values():
             cached.launches.clear()
 
@@ -290,15 +317,35 @@ class Optimizer:
 
     # -- state --------------------------------------------------------------------
 
-    def state(self, index):
-        """The state arrays of param ``index`` (flat order) as views with its shape."""
+    def _locate(self, index):
+        """``(tensors, j)``: the tensor set holding param ``index``, and its place there."""
         for sets in self._sets:
             for tensors in sets:
                 if index in tensors.indices:
-                    j = tensors.indices.index(index)
-                    return {name: tensors.shaped(flats[j], j)
-                            for name, flats in tensors.states.items()}
+                    return tensors, tensors.indices.index(index)
         raise IndexError(f"no param {index}")
+
+    def state(self, index):
+        """The state arrays of param ``index`` (flat order) with its shape: views of
+        the state, or, for 8-bit state, its float32 values decoded (copies)."""
+        tensors, j = self._locate(index)
+        if tensors.bits == 8:
+            return {name: tensors.shaped(quant.dequantize_blockwise(
+                codes[j], tensors.absmax[name][j], tensors.signed[name]), j)
+                for name, codes in tensors.states.items()}
+        return {name: tensors.shaped(flats[j], j) for name, flats in tensors.states.items()}
+
+    def _raw_state(self, index):
+        """``{key suffix: array view}`` of what param ``index``'s state is stored as:
+        ``NAME`` (its shape), and for 8-bit state ``NAME`` (uint8 codes) and
+        ``NAME.absmax`` (float32, one per block)."""
+        tensors, j = self._locate(index)
+        raw = {}
+        for name, flats in tensors.states.items():
+            raw[name] = tensors.shaped(flats[j], j)
+            if tensors.bits == 8:
+                raw[f"{name}.absmax"] = tensors.absmax[name][j]
+        return raw
 
     def state_dict(self):
         """A flat dict of Python scalars and array copies, savable with ``np.savez``.
@@ -312,7 +359,7 @@ class Optimizer:
             return self._state_dict()
 
     def _state_dict(self):
-        sd = {"optimizer": type(self).__name__, "steps": self._steps}
+        sd = {"optimizer": self._front.name, "steps": self._steps}
         for gi, group in enumerate(self.param_groups):
             for key, value in group.items():
                 if key != "params" and not callable(value):
@@ -320,7 +367,7 @@ class Optimizer:
             for name, value in self._carried[gi].items():
                 sd[f"carried.{gi}.{name}"] = value
         for index in range(len(self._flat)):
-            for name, array in self.state(index).items():
+            for name, array in self._raw_state(index).items():
                 sd[f"state.{index}.{name}"] = _device.to_host(array) if self._on_device \
                     else array.copy()
         return sd
@@ -336,8 +383,8 @@ class Optimizer:
 
     def _load_state_dict(self, sd):
         kind = plain(sd.get("optimizer"))
-        if kind != type(self).__name__:
-            raise ValueError(f"state_dict is for {kind!r}, not {type(self).__name__}")
+        if kind != self._front.name:
+            raise ValueError(f"state_dict is for {kind!r}, not {self._front.name}")
         steps = plain(sd.get("steps"))
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"state_dict has an invalid 'steps': {steps!r}")
@@ -371,17 +418,20 @@ class Optimizer:
             new_groups.append(updated)
             new_carried.append(carried)
         writes = []
-        for index, p in enumerate(self._flat):
-            for name, target in self.state(index).items():
+        for index in range(len(self._flat)):
+            for name, target in self._raw_state(index).items():
                 key = f"state.{index}.{name}"
                 expected.add(key)
                 if key not in sd:
                     raise ValueError(f"state_dict lacks {key!r}")
                 source = np.asarray(sd[key])
-                if source.shape != p.shape or source.dtype != p.dtype:
+                if source.shape != target.shape or source.dtype != target.dtype:
+                    kind = "8-bit codes" if target.dtype == np.uint8 else \
+                        "block absmax values" if name.endswith(".absmax") else "the state"
                     raise ValueError(f"state_dict {key!r} has shape {source.shape} and "
                                      f"dtype {source.dtype}; param {self._names[index]} "
-                                     f"has {p.shape} and {p.dtype}")
+                                     f"keeps {kind} of shape {target.shape} and dtype "
+                                     f"{target.dtype} (state_bits={self.state_bits})")
                 writes.append((target, source))
         extra = sorted(set(sd) - expected)
         if extra:
@@ -467,27 +517,43 @@ def _param_groups(params):
     return [{"params": params}]
 
 
-def _optimizer_class(front, rule):
+def _optimizer_class(front, rule, state_bits=32):
     """The optimizer class ``front.name`` for ``rule``: a subclass of :class:`Optimizer`
     whose constructor has the rule's options, in order, with their defaults, then
-    ``l1``, ``maximize`` and ``backend``, and ``skip_nonfinite`` by keyword."""
+    ``l1``, ``maximize`` and ``backend``, and ``skip_nonfinite``, ``state_bits`` and
+    ``min_8bit_size`` by keyword. ``state_bits=8``: the class ``NAME8bit``, whose
+    state is 8-bit by default (bitsandbytes' names)."""
     options = rule.class_options(front)
     defaults = dict(options)
     arguments = ", ".join(f"{name}=_defaults[{name!r}]" for name in defaults)
+    name = front.name if state_bits == 32 else f"{front.name}8bit"
     source = (f"def __init__(self, params, {arguments}, backend=None, *, "
-              f"skip_nonfinite=False):\n"
+              f"skip_nonfinite=False, state_bits={state_bits}, min_8bit_size=4096):\n"
               f"    Optimizer.__init__(self, params, "
               f"{{{', '.join(f'{name!r}: {name}' for name in defaults)}}}, "
-              f"skip_nonfinite=skip_nonfinite, backend=backend)\n")
+              f"skip_nonfinite=skip_nonfinite, backend=backend, state_bits=state_bits, "
+              f"min_8bit_size=min_8bit_size)\n")
     namespace = {"Optimizer": Optimizer, "_defaults": defaults}
     exec(source, namespace)  # noqa: S102 - generated from the rule declarations
     init = namespace["__init__"]
-    init.__qualname__ = f"{front.name}.__init__"
-    return type(front.name, (Optimizer,), {
-        "__init__": init, "__doc__": front.doc, "__module__": __name__,
+    init.__qualname__ = f"{name}.__init__"
+    doc = front.doc if state_bits == 32 else (
+        f"{front.name} with 8-bit blockwise state (``state_bits=8``; tensors under "
+        f"``min_8bit_size`` elements keep float32 state):\n\n" + front.doc)
+    return type(name, (Optimizer,), {
+        "__init__": init, "__doc__": doc, "__module__": __name__,
         "_rule": rule, "_front": front})
 
 
+# The optimizers with an 8-bit alias: bitsandbytes' (SGD with momentum, RMSprop, Adam,
+# AdamW, Adagrad, Lion) and those whose state is moments of the same kind. Rprop's
+# step sizes and ASGD's average are left in float32.
+EIGHT_BIT = ("SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Lion", "Adadelta", "Adamax",
+             "NAdam", "RAdam")
+
+
 CLASSES = {front.name: _optimizer_class(front, rule) for front, rule in OPTIMIZERS}
+CLASSES.update({f"{front.name}8bit": _optimizer_class(front, rule, state_bits=8)
+                for front, rule in OPTIMIZERS if front.name in EIGHT_BIT})
 globals().update(CLASSES)
 __all__ = ["Optimizer", *CLASSES]

@@ -92,6 +92,8 @@ def test_bad_input_is_refused_with_nothing_changed(cpu_backend, rng):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="Invalid beta"):
         ZeroRedundancyOptimizer(model(rng), fastopt.Adam, comm=SingleProcess(), betas=(2, 0))
+    with pytest.raises(ValueError, match="8-bit state"):
+        ZeroRedundancyOptimizer(model(rng), fastopt.Adam8bit, comm=SingleProcess())
     with pytest.raises(TypeError, match="NumPy array"):
         allreduce_gradients_(["not an array"], comm=SingleProcess())
     with pytest.raises(ValueError, match="bucket_mb"):

@@ -48,9 +48,15 @@ def test_optimizer_class_has_the_declared_constructor(front, rule):
     cls = getattr(fastopt, front.name)
     params = list(inspect.signature(cls).parameters.values())
     assert params[0].name == "params"
-    assert [(p.name, p.default) for p in params[1:-2]] == rule.class_options(front)
-    assert [p.name for p in params[-2:]] == ["backend", "skip_nonfinite"]
+    assert [(p.name, p.default) for p in params[1:-4]] == rule.class_options(front)
+    assert [(p.name, p.default) for p in params[-4:]] == [
+        ("backend", None), ("skip_nonfinite", False), ("state_bits", 32),
+        ("min_8bit_size", 4096)]
     assert cls.__doc__ == front.doc and "::" in cls.__doc__
+    eight = getattr(fastopt, f"{front.name}8bit", None)
+    if eight is not None:  # bitsandbytes' name: the same constructor, 8-bit by default
+        assert [(p.name, p.default) for p in inspect.signature(eight).parameters.values()
+                ] == [(p.name, 8 if p.name == "state_bits" else p.default) for p in params]
 
 
 @pytest.mark.parametrize("front, rule", FUNCTIONALS, ids=[f.name for f, _ in FUNCTIONALS])
@@ -78,7 +84,8 @@ def test_constructor_matches_torch(name):
     ours = inspect.signature(getattr(fastopt, name)).parameters
     theirs = inspect.signature(getattr(torch.optim, name)).parameters
     shared = [n for n in theirs if n in ours]
-    assert set(shared) >= set(ours) - {"l1", "backend", "skip_nonfinite"}
+    assert set(shared) >= set(ours) - {"l1", "backend", "skip_nonfinite", "state_bits",
+                                       "min_8bit_size"}
     for n in shared:
         if n != "params":
             assert ours[n].default == theirs[n].default, n

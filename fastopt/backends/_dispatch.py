@@ -9,25 +9,31 @@ each kernel variant took 6.7 s to compile instead of 2.5 s.
 """
 
 
-def rule_dispatcher(elements, overload=None):
-    """``dispatch(rule, f, used, p, g, s0, s1, s2, i, h)`` calling ``elements[rule]``;
-    ``overload`` is the target's ``numba...extending.overload`` (None: Python only)."""
-
-    def dispatch(rule, f, used, p, g, s0, s1, s2, i, h):
-        elements[rule](f, used, p, g, s0, s1, s2, i, h)
+def rule_dispatcher(elements, arity, overload=None):
+    """``dispatch(rule, x1, ..., x_arity)`` returning ``elements[rule](x1, ...)``;
+    ``overload`` is the target's ``numba...extending.overload`` (None: Python only).
+    The arguments are spelled out (Numba cannot inline a closure called with
+    ``*args``), so the functions are generated for the arity."""
+    names = ", ".join(f"x{i}" for i in range(arity))
+    namespace = {"elements": elements}
+    exec(f"def dispatch(rule, {names}):\n"  # noqa: S102 - a fixed template
+         f"    return elements[rule]({names})\n", namespace)
+    dispatch = namespace["dispatch"]
 
     if overload is not None:
         from numba.core import types
 
-        @overload(dispatch, inline="always")
-        def _compiled(rule, f, used, p, g, s0, s1, s2, i, h):
+        def choose(rule):
             if not isinstance(rule, types.IntegerLiteral):
                 return None
-            chosen = elements[rule.literal_value]
+            chosen = {"chosen": elements[rule.literal_value]}
+            exec(f"def impl(rule, {names}):\n"  # noqa: S102 - a fixed template
+                 f"    return chosen({names})\n", chosen)
+            return chosen["impl"]
 
-            def impl(rule, f, used, p, g, s0, s1, s2, i, h):
-                chosen(f, used, p, g, s0, s1, s2, i, h)
-
-            return impl
+        typing = {"choose": choose}
+        exec(f"def compiled(rule, {names}):\n"  # noqa: S102 - a fixed template
+             f"    return choose(rule)\n", typing)
+        overload(dispatch, inline="always")(typing["compiled"])
 
     return dispatch

@@ -102,14 +102,44 @@ def address_table(tensors, slots, address_of=address):
     return addresses
 
 
+ABSMAX0 = SLOT0 + 3  # 8-bit sets: the state slots hold codes; their absmax follow
+
+
+def block_chunk_table(sizes, parts, block):
+    """:func:`balanced_chunk_table` whose rows start and end on multiples of ``block``
+    elements from their tensor's start (or at its end): threads of an 8-bit kernel
+    each own whole blocks, absmax and codes."""
+    sizes = [int(s) for s in sizes]
+    rows = balanced_chunk_table([-(-s // block) for s in sizes], parts,
+                                chunk=max(1, CHUNK // block), align=1)
+    if len(rows):
+        ends = np.array(sizes, dtype=np.int64)[rows[:, 0]]
+        empty = rows[:, 1] == rows[:, 2]
+        rows[:, 1:] = np.minimum(rows[:, 1:] * block, ends[:, None])
+        rows[empty] = 0
+    return rows
+
+
 def optim_tables(tensors, slots, parts):
     """The (cached) address table of a TensorSet for the given state slots, and its
-    chunk table balanced over ``parts`` threads."""
+    chunk table balanced over ``parts`` threads. For 8-bit state the table has three
+    more columns, the slots' absmax arrays, and the chunks are whole blocks."""
     key = ("tables", slots, parts)
     tables = tensors.cache.get(key)
     if tables is None:
-        tables = tensors.cache[key] = (address_table(tensors, slots),
-                                       balanced_chunk_table(tensors.sizes, parts))
+        addresses = address_table(tensors, slots)
+        if tensors.bits == 8:
+            from ..quant import BLOCK_SIZE
+
+            scales = np.zeros((len(tensors.params), 3), dtype=np.int64)
+            for column, name in enumerate(slots):
+                if name is not None:
+                    scales[:, column] = [address(a) for a in tensors.absmax[name]]
+            addresses = np.concatenate([addresses, scales], axis=1)
+            chunks = block_chunk_table(tensors.sizes, parts, BLOCK_SIZE)
+        else:
+            chunks = balanced_chunk_table(tensors.sizes, parts)
+        tables = tensors.cache[key] = (addresses, chunks)
     return tables
 
 

@@ -19,6 +19,7 @@ facts that let LLVM vectorise the element loop, and runs 3-10x slower.)
 """
 
 import contextlib
+import functools
 import threading
 from types import SimpleNamespace
 
@@ -29,10 +30,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .. import _bn_math, _bn_passes
+from .. import _bn_math, _bn_passes, quant
 from ..rules import source_stamp
 from ..rules._elements import element_functions
-from ..rules._spec import HYPER_LEN
+from ..rules._spec import HYPER_LEN, ZERO
 from . import _dispatch, _tables
 from ._base import Backend
 from ._numba_cache import disk_cache
@@ -100,8 +101,11 @@ def _hyper_tuple(a):
 
 assert HYPER_LEN == 20
 
-_update_element = _dispatch.rule_dispatcher(
-    element_functions(numba.njit(inline="always")), numba.extending.overload)
+_ELEMENTS = element_functions(numba.njit(inline="always"))
+_update_element = _dispatch.rule_dispatcher(tuple(update for update, _ in _ELEMENTS), 9,
+                                            numba.extending.overload)
+_step_element = _dispatch.rule_dispatcher(tuple(step for _, step in _ELEMENTS), 7,
+                                          numba.extending.overload)
 
 
 @numba.njit(cache=CACHE, nogil=True)
@@ -157,6 +161,110 @@ def _make_optim_kernel(rule_id, flags, used, dtype, stamp):
         _set_thread_count(outer)
 
     return optim_kernel
+
+
+_encode = numba.njit(inline="always")(quant.encode_value)
+
+
+def _make_optim8_kernel(rule_id, flags, used, signed, stamp):
+    """The kernel of one rule variant over float32 params with 8-bit state
+    (:mod:`fastopt.quant`): per block of 256 elements, each used state slot is decoded
+    with the block's old absmax, the rule steps every element on the decoded values
+    exactly as the float32 kernel does (the param update sees the new, unquantized
+    state), and the new states are coded again with the block's new absmax. Chunks
+    are whole blocks, so each block belongs to one thread. ``signed``: per slot,
+    whether its state uses the signed codebook (a compile-time constant)."""
+    G, S, A, block = _tables.GRAD, _tables.SLOT0, _tables.ABSMAX0, quant.BLOCK_SIZE
+
+    @numba.njit(parallel=True, cache=CACHE, nogil=True)
+    def optim8_kernel(addresses, chunks, hyper, codebooks, magnitudes_signed,
+                      first_signed, magnitudes_unsigned, first_unsigned, threads):
+        if stamp < 0:  # never: the stamp only keys the cache
+            return
+        outer = _thread_count()
+        if threads > 0:
+            _set_thread_count(threads)
+        h = _hyper_tuple(hyper)
+        zero = h[ZERO]
+        table0 = codebooks[0] if signed[0] else codebooks[1]
+        table1 = codebooks[0] if signed[1] else codebooks[1]
+        table2 = codebooks[0] if signed[2] else codebooks[1]
+        mags0 = magnitudes_signed if signed[0] else magnitudes_unsigned
+        mags1 = magnitudes_signed if signed[1] else magnitudes_unsigned
+        mags2 = magnitudes_signed if signed[2] else magnitudes_unsigned
+        first0 = first_signed if signed[0] else first_unsigned
+        first1 = first_signed if signed[1] else first_unsigned
+        first2 = first_signed if signed[2] else first_unsigned
+        for c in numba.prange(chunks.shape[0]):
+            t = chunks[c, 0]
+            start = chunks[c, 1]
+            n = chunks[c, 2] - start
+            blocks = (n + block - 1) // block
+            p = numba.carray(_pointer(addresses[t, 0] + start * 4), n, np.float32)
+            g = numba.carray(_pointer(addresses[t, G] + start * 4), n, np.float32)
+            q0 = numba.carray(_pointer(addresses[t, S] + start), n, np.uint8)
+            q1 = numba.carray(_pointer(addresses[t, S + 1] + start), n, np.uint8)
+            q2 = numba.carray(_pointer(addresses[t, S + 2] + start), n, np.uint8)
+            first_block = start // block * 4
+            m0 = numba.carray(_pointer(addresses[t, A] + first_block), blocks, np.float32)
+            m1 = numba.carray(_pointer(addresses[t, A + 1] + first_block), blocks, np.float32)
+            m2 = numba.carray(_pointer(addresses[t, A + 2] + first_block), blocks, np.float32)
+            new = np.empty((3, block), np.float32)
+            scaled = np.empty(block, np.float32)  # the encoder's scratch
+            scaled_bits = scaled.view(np.uint32)
+            for b in range(blocks):
+                lo = b * block
+                hi = min(lo + block, n)
+                old0 = m0[b] if used[0] else zero
+                old1 = m1[b] if used[1] else zero
+                old2 = m2[b] if used[2] else zero
+                top0 = zero
+                top1 = zero
+                top2 = zero
+                for i in range(lo, hi):
+                    a0 = table0[q0[i]] * old0 if used[0] else zero
+                    a1 = table1[q1[i]] * old1 if used[1] else zero
+                    a2 = table2[q2[i]] * old2 if used[2] else zero
+                    p[i], a0, a1, a2 = _step_element(rule_id, flags, p[i], g[i], a0, a1, a2, h)
+                    # the new absmax; a NaN stays (its block then decodes to NaN)
+                    if used[0]:
+                        new[0, i - lo] = a0
+                        if not abs(a0) <= top0 and top0 == top0:
+                            top0 = abs(a0)
+                    if used[1]:
+                        new[1, i - lo] = a1
+                        if not abs(a1) <= top1 and top1 == top1:
+                            top1 = abs(a1)
+                    if used[2]:
+                        new[2, i - lo] = a2
+                        if not abs(a2) <= top2 and top2 == top2:
+                            top2 = abs(a2)
+                if used[0]:
+                    m0[b] = top0
+                    for i in range(lo, hi):
+                        q0[i] = _encode(new[0, i - lo], top0, mags0, first0, signed[0],
+                                        scaled, scaled_bits, i - lo)
+                if used[1]:
+                    m1[b] = top1
+                    for i in range(lo, hi):
+                        q1[i] = _encode(new[1, i - lo], top1, mags1, first1, signed[1],
+                                        scaled, scaled_bits, i - lo)
+                if used[2]:
+                    m2[b] = top2
+                    for i in range(lo, hi):
+                        q2[i] = _encode(new[2, i - lo], top2, mags2, first2, signed[2],
+                                        scaled, scaled_bits, i - lo)
+        _set_thread_count(outer)
+
+    return optim8_kernel
+
+
+@functools.cache
+def _codec_tables():
+    """The kernel arguments that hold the codebooks: both maps, then each one's
+    encoder tables (:func:`fastopt.quant.encoder_tables`)."""
+    codebooks = np.stack([quant.SIGNED_MAP, quant.UNSIGNED_MAP])
+    return (codebooks, *quant.encoder_tables(True), *quant.encoder_tables(False))
 
 
 def _make_reduction_kernels(dtype):
@@ -395,6 +503,7 @@ class NumbaBackend(Backend):
 
     name = "numba"
     single_call = True
+    supports_8bit = True
     bn_math = BN_MATH
     bn_passes = _window_pass(_BN_FORWARD), _window_pass(_BN_BACKWARD)
 
@@ -409,7 +518,32 @@ class NumbaBackend(Backend):
                 rule.id, flags, used, np.dtype(dtype).type, source_stamp(rule))
         return kernel
 
+    def _kernel8(self, rule, flags, used, signed):
+        key = (rule.name, flags, used, "8-bit", signed)
+        kernel = self._kernels.get(key)
+        if kernel is None:
+            kernel = self._kernels[key] = _make_optim8_kernel(
+                rule.id, flags, used, signed, source_stamp(rule))
+        return kernel
+
+    def _launcher8(self, rule, tensors, flags, slots):
+        used = tuple(name is not None for name in slots)
+        signed = tuple(tensors.signed.get(name, True) for name in slots)
+        kernel = self._kernel8(rule, flags, used, signed)
+        codecs = _codec_tables()
+        parallel = _tables.parallel(tensors.total)
+
+        def run(grads, hyper, packed):
+            parts, threads = (numba.get_num_threads(), 0) if parallel else (1, 1)
+            addresses, chunks = _tables.optim_tables(tensors, slots, parts)
+            with _LAUNCH_LOCK:
+                kernel(_tables.with_grads(addresses, grads), chunks, packed, *codecs,
+                       threads)
+        return run
+
     def _launcher(self, rule, tensors, flags, slots):
+        if tensors.bits == 8:
+            return self._launcher8(rule, tensors, flags, slots)
         kernel = self._kernel(rule, flags, tuple(name is not None for name in slots),
                               tensors.dtype)
         if _tables.parallel(tensors.total):

@@ -61,12 +61,12 @@ else:
         return pointer(types.int64, like), codegen
 
 if SIMULATED:
-    _update_element = _dispatch.rule_dispatcher(element_functions(cuda.jit(device=True)))
+    _cuda_overload = None
 else:
     from numba.cuda.extending import overload as _cuda_overload
-
-    _update_element = _dispatch.rule_dispatcher(
-        element_functions(cuda.jit(device=True)), _cuda_overload)
+_update_element = _dispatch.rule_dispatcher(
+    tuple(update for update, _ in element_functions(cuda.jit(device=True))), 9,
+    _cuda_overload)
 
 
 def _make_optim_kernel(rule_id, flags, used):

@@ -3,6 +3,7 @@
 
 import numpy as np
 
+from .. import quant
 from . import _tables
 from ._base import Backend
 
@@ -12,8 +13,27 @@ class NumpyBackend(Backend):
 
     name = "numpy"
 
+    supports_8bit = True
+
     def _launcher(self, rule, tensors, flags, slots):
-        """One tensor at a time through the rule's NumPy reference."""
+        """One tensor at a time through the rule's NumPy reference; 8-bit state is
+        decoded to float32 for the step and coded again after it, block by block
+        (:mod:`fastopt.quant`): the definition the compiled 8-bit kernels follow."""
+        if tensors.bits == 8:
+            def run(grads, hyper, packed):
+                for i, (p, g) in enumerate(zip(tensors.params, grads)):
+                    states = [None if name is None else quant.dequantize_blockwise(
+                        tensors.states[name][i], tensors.absmax[name][i],
+                        tensors.signed[name]) for name in slots]
+                    rule.reference_step(p, g, states, hyper, packed)
+                    for name, state in zip(slots, states):
+                        if name is not None:
+                            codes, absmax = quant.quantize_blockwise(state,
+                                                                     tensors.signed[name])
+                            tensors.states[name][i][...] = codes
+                            tensors.absmax[name][i][...] = absmax
+            return run
+
         def run(grads, hyper, packed):
             for i, (p, g) in enumerate(zip(tensors.params, grads)):
                 states = [tensors.states[name][i] if name else None for name in slots]

@@ -15,12 +15,15 @@ from ._spec import DECAY, DECAYED, KERNEL_HELPERS, L1, SCALE, SCALED, WD, ZERO
 
 
 def element_functions(jit):
-    """One ``update_element(f, used, p, g, s0, s1, s2, i, h)`` per rule, indexed by
-    rule id, each decorated with ``jit`` (``numba.njit(inline="always")`` for the CPU,
-    ``numba.cuda.jit(device=True)`` for CUDA, ``lambda f: f`` for plain Python). Each
-    updates element ``i`` of the indexable ``p`` and of the state slots flagged in
-    ``used`` (three booleans) from ``g[i]``. A driver indexes the tuple, a module
-    global, with a constant rule id, so only that rule is compiled into it."""
+    """Per rule, indexed by rule id, ``(update_element, step_element)``, each decorated
+    with ``jit`` (``numba.njit(inline="always")`` for the CPU,
+    ``numba.cuda.jit(device=True)`` for CUDA, ``lambda f: f`` for plain Python).
+    ``update_element(f, used, p, g, s0, s1, s2, i, h)`` updates element ``i`` of the
+    indexable ``p`` and of the state slots flagged in ``used`` (three booleans) from
+    ``g[i]``; ``step_element(f, p, g, a0, a1, a2, h) -> (p, a0, a1, a2)`` is the same
+    step on scalars (the 8-bit kernels keep the states decoded in between). A driver
+    indexes the tuple, a module global, with a constant rule id, so only that rule is
+    compiled into it."""
 
     @jit
     def prepare_grad(p, g, h, f):
@@ -49,15 +52,19 @@ def element_functions(jit):
                                         update.__closure__))
 
         @jit
+        def step_element(f, p, g, a0, a1, a2, h):
+            """One element's step on scalars: ``(p, a0, a1, a2)`` after it."""
+            if f[DECAYED]:
+                p = p * h[DECAY]  # decoupled weight decay (exactly 1 otherwise)
+            return update(p, prepare_grad(p, g, h, f), a0, a1, a2, h, f)
+
+        @jit
         def update_element(f, used, p, g, s0, s1, s2, i, h):
             zero = h[ZERO]
             a0 = s0[i] if used[0] else zero
             a1 = s1[i] if used[1] else zero
             a2 = s2[i] if used[2] else zero
-            pi = p[i]
-            if f[DECAYED]:
-                pi = pi * h[DECAY]  # decoupled weight decay (exactly 1 otherwise)
-            p[i], a0, a1, a2 = update(pi, prepare_grad(pi, g[i], h, f), a0, a1, a2, h, f)
+            p[i], a0, a1, a2 = step_element(f, p[i], g[i], a0, a1, a2, h)
             if used[0]:
                 s0[i] = a0
             if used[1]:
@@ -65,6 +72,6 @@ def element_functions(jit):
             if used[2]:
                 s2[i] = a2
 
-        return update_element
+        return update_element, step_element
 
     return tuple(element_function(rule.update) for rule in RULES.values())
