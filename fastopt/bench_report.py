@@ -293,28 +293,28 @@ def small_summary(results):
             + _text_table(SMALL_SUMMARY_HEADER, small_summary_rows(results), left=2))
 
 
+def record(title, module_doc, info, command, sections, when=None):
+    """A benchmark record in Markdown: ``title``, provenance, the method (the text of
+    ``module_doc`` after its first paragraph), then ``sections``: ``(heading or None,
+    Markdown table)`` pairs."""
+    method = " ".join(module_doc.split("\n\n", 1)[1].split())
+    parts = [f"# {title}", "", "Generated from one run; do not edit by hand, run the "
+             "command again.", "", provenance(info, command, when), "", method, ""]
+    for heading, table_text in sections:
+        parts += ([f"## {heading}", ""] if heading else []) + [table_text, ""]
+    return "\n".join(parts)
+
+
 def small_markdown(results, info, command, when=None):
     """The small-work benchmark record: provenance, method, summary, every method."""
-    from .bench_small import __doc__ as method_text
+    from . import bench_small
 
-    method = " ".join(method_text.split("\n\n", 2)[2].split())
-    return "\n".join([
-        "# fastopt benchmark record: small work (fixed cost per call)",
-        "",
-        "Generated from one run; do not edit by hand, run the command again.",
-        "",
-        provenance(info, command, when),
-        "",
-        method,
-        "",
-        "## Summary",
-        "",
-        _markdown_table(SMALL_SUMMARY_HEADER, small_summary_rows(results), left=2),
-        "",
-        "## Every method",
-        "",
-        _markdown_table(SMALL_COLUMNS, _small_rows(results), left=3),
-        ""])
+    return record("fastopt benchmark record: small work (fixed cost per call)",
+                  bench_small.__doc__, info, command, [
+                      ("Summary", _markdown_table(SMALL_SUMMARY_HEADER,
+                                                  small_summary_rows(results), left=2)),
+                      ("Every method", _markdown_table(SMALL_COLUMNS, _small_rows(results),
+                                                       left=3))], when)
 
 
 def small_readme_block(results, info, command, record=None, when=None):
@@ -333,18 +333,10 @@ def small_readme_block(results, info, command, record=None, when=None):
 
 def distributed_markdown(rows, info, command, when=None):
     """The distributed benchmark record: provenance, method, the table."""
-    from .bench_distributed import COLUMNS, table_rows
-    from .bench_distributed import __doc__ as method_text
+    from . import bench_distributed
 
-    method = " ".join(method_text.split("\n\n", 1)[1].split())
-    return "\n".join([
-        "# fastopt benchmark record: data-parallel steps over MPI",
-        "",
-        "Generated from one run; do not edit by hand, run the command again.",
-        "",
-        provenance(info, command, when),
-        "",
-        method,
-        "",
-        _markdown_table(COLUMNS, table_rows(rows), left=1),
-        ""])
+    return record("fastopt benchmark record: data-parallel steps over MPI",
+                  bench_distributed.__doc__, info, command,
+                  [(None, _markdown_table(bench_distributed.COLUMNS,
+                                          bench_distributed.table_rows(rows), left=1))],
+                  when)

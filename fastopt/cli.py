@@ -170,17 +170,9 @@ def cmd_bench_small(args, out, command):
     info["commit"] = commit
     if args.table:
         print(bench_report.small_table(results), file=out)
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"schema": "fastopt-bench-small/1", "machine": info,
-                       "results": [vars(r) for r in results]}, f, indent=1)
-        print(f"wrote {args.json}", file=out)
-    if args.markdown:
-        os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
-        with open(args.markdown, "w") as f:
-            f.write(bench_report.small_markdown(results, info, command))
-        print(f"wrote {args.markdown}", file=out)
+    _write_records(args, out, {"schema": "fastopt-bench-small/1", "machine": info,
+                               "results": [vars(r) for r in results]},
+                   lambda: bench_report.small_markdown(results, info, command))
     if args.readme:
         record = os.path.relpath(args.markdown, os.path.dirname(os.path.abspath(args.readme))) \
             if args.markdown else None
@@ -206,20 +198,23 @@ def cmd_bench_distributed(args, out, command):
                                                              flush=True))
     info = benchmark.machine_info()
     info["commit"] = commit
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"schema": "fastopt-bench-distributed/1", "machine": info,
-                       "results": rows}, f, indent=1)
-        print(f"wrote {args.json}", file=out)
-    if args.markdown:
-        os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
-        with open(args.markdown, "w") as f:
-            f.write(bench_report.distributed_markdown(rows, info, command))
-        print(f"wrote {args.markdown}", file=out)
+    _write_records(args, out, {"schema": "fastopt-bench-distributed/1", "machine": info,
+                               "results": rows},
+                   lambda: bench_report.distributed_markdown(rows, info, command))
     print(bench_report._text_table(bench_distributed.COLUMNS,
                                    bench_distributed.table_rows(rows), left=1), file=out)
     return rows
+
+
+def _write_records(args, out, document, markdown):
+    """Write ``document`` to ``--json`` and ``markdown()`` to ``--markdown``, if given."""
+    for path, write in ((args.json, lambda f: json.dump(document, f, indent=1)),
+                        (args.markdown, lambda f: f.write(markdown()))):
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w") as f:
+                write(f)
+            print(f"wrote {path}", file=out)
 
 
 def _writable(args):
