@@ -78,8 +78,7 @@ class TensorSet:
             value = 0.0 if fill is None else float(fill.get(name, 0.0))
             if value < 0:
                 raise ValueError(f"8-bit state {name!r} cannot start negative ({value})")
-            table = quant.codebook(signed)
-            code = table.size - 1 if value else int(np.flatnonzero(table == 0)[0])
+            code = quant.codebook(signed).size - 1 if value else quant.zero_code(signed)
             arena = np.full(int(offsets[-1]), code, dtype=np.uint8)
             scales = np.full(int(block_offsets[-1]), value, dtype=np.float32)
             codes[name] = [arena[offsets[i]:offsets[i + 1]] for i in range(len(params))]

@@ -69,6 +69,28 @@ def flat_grad(grad, like, where):
     return grad.ravel(order=order)
 
 
+def plain_flat_grads(grads, dtypes, params):
+    """``grads`` as 1-D views when each is a C-contiguous NumPy array of exactly its
+    param's dtype (``dtypes[i]``; None matches nothing) and shape: the common case,
+    told in a few operations. None for anything else, which :func:`flat_grad` then
+    takes, with its reordering or its error."""
+    flat = []
+    for g, dtype, p in zip(grads, dtypes, params):
+        if type(g) is not np.ndarray or g.dtype is not dtype or g.shape != p.shape \
+                or not g.flags.c_contiguous:
+            return None
+        flat.append(g.ravel())
+    return flat
+
+
+def plain_dtypes(params):
+    """For :func:`plain_flat_grads`: each param's dtype, or None where a grad always
+    needs :func:`flat_grad` (a device param, or one not C-contiguous, whose grads are
+    reordered)."""
+    return [p.dtype if isinstance(p, np.ndarray) and p.flags.c_contiguous else None
+            for p in params]
+
+
 def state(array, like, where):
     """A caller-supplied state array: a param-like array of the param's shape and dtype."""
     array = param(array, where, device=not isinstance(like, np.ndarray))

@@ -180,14 +180,21 @@ def markdown(results, info, command, chart=None, when=None):
     return "\n".join(parts)
 
 
+def _readme_block(markers, table_text, info, command, record, when, every):
+    """A README block between ``markers``: a table, where it came from, and a link to
+    the ``record`` that has ``every`` row."""
+    begin, end = markers
+    source = provenance(info, command, when)
+    if record:
+        source += f" {every}: [{record}]({record})."
+    return "\n".join([begin, "", table_text, "", source, "", end])
+
+
 def readme_block(results, info, command, record=None, when=None):
     """The README's results block: the summary table and where it came from."""
-    lines = [README_BEGIN, "",
-             _markdown_table(SUMMARY_HEADER, summary_rows(results), left=2), "",
-             provenance(info, command, when)]
-    if record:
-        lines[-1] += f" Every case: [{record}]({record})."
-    return "\n".join(lines + ["", README_END])
+    return _readme_block((README_BEGIN, README_END),
+                         _markdown_table(SUMMARY_HEADER, summary_rows(results), left=2),
+                         info, command, record, when, "Every case")
 
 
 def update_readme(path, block, begin=README_BEGIN, end_marker=README_END):
@@ -319,12 +326,10 @@ def small_markdown(results, info, command, when=None):
 
 def small_readme_block(results, info, command, record=None, when=None):
     """The README's small-work block: the summary table and where it came from."""
-    lines = [SMALL_README_BEGIN, "",
-             _markdown_table(SMALL_SUMMARY_HEADER, small_summary_rows(results), left=2), "",
-             provenance(info, command, when)]
-    if record:
-        lines[-1] += f" Every method: [{record}]({record})."
-    return "\n".join(lines + ["", SMALL_README_END])
+    return _readme_block(
+        (SMALL_README_BEGIN, SMALL_README_END),
+        _markdown_table(SMALL_SUMMARY_HEADER, small_summary_rows(results), left=2),
+        info, command, record, when, "Every method")
 
 
 # ---------------------------------------------------------------------------

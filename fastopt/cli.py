@@ -123,30 +123,19 @@ def cmd_bench(args, out=None, command="fastopt bench"):
     results = benchmark.run(cases, args.methods, rounds, benchmark.progress_printer())
     info = benchmark.machine_info(gpu=any(m in benchmark.GPU_METHODS for m in args.methods))
     info["commit"] = commit
-    for path in (args.json, args.plot, args.markdown):
-        if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if args.full or args.table:
         print(bench_report.table(results), file=out)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(bench_report.to_json(results, info), f, indent=1)
-        print(f"wrote {args.json}", file=out)
     if args.plot:
+        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
         bench_report.plot(results, args.plot)
         print(f"wrote {args.plot}", file=out)
-    if args.markdown:
-        chart = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown))) \
-            if args.plot else None
-        with open(args.markdown, "w") as f:
-            f.write(bench_report.markdown(results, info, command, chart=chart))
-        print(f"wrote {args.markdown}", file=out)
+    chart = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown))) \
+        if args.plot and args.markdown else None
+    _write_records(args, out, bench_report.to_json(results, info),
+                   lambda: bench_report.markdown(results, info, command, chart=chart))
     if args.readme:
-        record = os.path.relpath(args.markdown, os.path.dirname(os.path.abspath(args.readme))) \
-            if args.markdown else None
-        bench_report.update_readme(args.readme, bench_report.readme_block(
-            results, info, command, record=record))
-        print(f"updated the results block of {args.readme}", file=out)
+        _write_readme(args, out, lambda record: bench_report.readme_block(
+            results, info, command, record), "results")
     print(bench_report.summary(results), file=out)
     return results
 
@@ -174,12 +163,9 @@ def cmd_bench_small(args, out, command):
                                "results": [vars(r) for r in results]},
                    lambda: bench_report.small_markdown(results, info, command))
     if args.readme:
-        record = os.path.relpath(args.markdown, os.path.dirname(os.path.abspath(args.readme))) \
-            if args.markdown else None
-        bench_report.update_readme(
-            args.readme, bench_report.small_readme_block(results, info, command, record),
-            bench_report.SMALL_README_BEGIN, bench_report.SMALL_README_END)
-        print(f"updated the small-work block of {args.readme}", file=out)
+        _write_readme(args, out, lambda record: bench_report.small_readme_block(
+            results, info, command, record), "small-work",
+            (bench_report.SMALL_README_BEGIN, bench_report.SMALL_README_END))
     print(bench_report.small_summary(results), file=out)
     return results
 
@@ -204,6 +190,18 @@ def cmd_bench_distributed(args, out, command):
     print(bench_report._text_table(bench_distributed.COLUMNS,
                                    bench_distributed.table_rows(rows), left=1), file=out)
     return rows
+
+
+def _write_readme(args, out, block, what, markers=None):
+    """Replace a block of ``--readme`` with ``block(record)``, ``record`` being the path
+    of ``--markdown`` relative to the README (None without it)."""
+    from . import bench_report
+    record = os.path.relpath(args.markdown, os.path.dirname(os.path.abspath(args.readme))) \
+        if args.markdown else None
+    bench_report.update_readme(args.readme, block(record),
+                               *(markers or (bench_report.README_BEGIN,
+                                             bench_report.README_END)))
+    print(f"updated the {what} block of {args.readme}", file=out)
 
 
 def _write_records(args, out, document, markdown):

@@ -114,16 +114,10 @@ def _plain_grads(entry, grads):
     refs, _sets, _spans, dtypes = entry
     if len(grads) != len(dtypes):
         return None
-    flat = []
-    for g, ref, dtype in zip(grads, refs, dtypes):
-        if type(g) is not np.ndarray or g.dtype is not dtype or g.shape != ref().shape \
-                or not g.flags.c_contiguous:
-            return None
-        flat.append(g.ravel())
-    for ref in refs:  # the flag can be cleared after the first call
-        if not ref().flags.writeable:
-            return None
-    return flat
+    arrays = [ref() for ref in refs]  # the params first, then the states
+    if not all(a.flags.writeable for a in arrays):  # the flag can be cleared after the first call
+        return None
+    return _validate.plain_flat_grads(grads, dtypes, arrays)
 
 
 def _cache_key(rule, params, state_lists):
@@ -133,10 +127,10 @@ def _cache_key(rule, params, state_lists):
             *[id(a) for group in state_lists.values() for a in group])
 
 
-def _cached_sets(rule, params, state_lists):
+def _cached_sets(rule, params, state_lists, key=None):
     """The cache entry of exactly these arrays (the same objects), or None."""
     with _SETS_LOCK:
-        entry = _SETS.get(_cache_key(rule, params, state_lists))
+        entry = _SETS.get(key or _cache_key(rule, params, state_lists))
     if entry is None:
         return None
     arrays = params + [a for group in state_lists.values() for a in group]
@@ -164,7 +158,7 @@ def _tensor_sets(rule, params, state_lists):
     lets go of its arrays gets their memory back by its next call with other arrays."""
     arrays = list(params) + [a for group in state_lists.values() for a in group]
     key = _cache_key(rule, params, state_lists)
-    entry = _cached_sets(rule, params, state_lists)
+    entry = _cached_sets(rule, params, state_lists, key)
     if entry is not None:
         return entry[1], entry[2]
     names = [f"param {i}" for i in range(len(params))] + [
@@ -180,10 +174,7 @@ def _tensor_sets(rule, params, state_lists):
         refs = tuple(weakref.ref(a) for a in arrays)
     except TypeError:  # an array type without weak references: not cached
         return sets, spans
-    # the dtype _plain_grads wants of each grad (None: host C-contiguous params only);
-    # the entry holds no strong reference to a caller's array
-    dtypes = [p.dtype if isinstance(p, np.ndarray) and p.flags.c_contiguous else None
-              for p in params]
+    dtypes = _validate.plain_dtypes(params)  # no strong reference to a caller's array
     with _SETS_LOCK:
         _drop_unreferenced()
         if len(_SETS) >= _SETS_MAX:

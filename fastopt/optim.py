@@ -50,7 +50,7 @@ class Optimizer:
         self._flat, self._names, self._keys = [], [], []
         self.param_groups = []
         self._carried = []  # per group: the rule's carried scalars (after the first step)
-        self._checked = {}  # per group: (its option values, their checked hyperparameters)
+        self._checked = {}  # per group: its _CheckedGroup (checked options, launchers)
         for group in groups:
             unknown = set(group) - set(self.defaults) - {"params"}
             if unknown:
@@ -88,10 +88,7 @@ class Optimizer:
             raise ValueError("mix of dict and list params; use one structure")
         self._keyed = all(keyed)
         self._spans = _safety.Spans(self._flat, [f"param {n}" for n in self._names])
-        # What a grad must be for _plain_grads: None never matches (device params,
-        # Fortran-ordered params, whose grads need the checked path's reordering).
-        self._grad_specs = [(p.dtype, p) if isinstance(p, np.ndarray)
-                            and p.flags.c_contiguous else (None, None) for p in self._flat]
+        self._plain_dtypes = _validate.plain_dtypes(self._flat)  # for _plain_grads
         # One step at a time: a step reads and writes the whole state, and a second
         # thread's step would interleave with it (an uncontended lock costs ~0.1 us).
         self._lock = threading.Lock()
@@ -143,13 +140,7 @@ class Optimizer:
                 return None
         elif type(grads) is not list or len(grads) != len(self._flat):
             return None
-        flat = []
-        for g, (dtype, p) in zip(grads, self._grad_specs):
-            if type(g) is not np.ndarray or g.dtype is not dtype or g.shape != p.shape \
-                    or not g.flags.c_contiguous:
-                return None
-            flat.append(g.ravel())
-        return flat
+        return _validate.plain_flat_grads(grads, self._plain_dtypes, self._flat)
 
     def _checked_grads(self, grads):
         """Grads in flat param order as :meth:`_match_grads` gives them, from any
@@ -202,13 +193,20 @@ class Optimizer:
         hyper = dict(cached.checked, grad_scale=grad_scale)
         if callable(lr):
             hyper["lr"] = LEARNING_RATE(lr(self._steps))
+        return rule.carried_in(self._per_step(gi, hyper))
+
+    def _per_step(self, gi, hyper):
+        """``hyper`` with what the optimizer itself supplies each step: the step (from
+        1) or whether it is the first, and group ``gi``'s carried scalars (None before
+        the first step: :meth:`Rule.carried_in` then gives their initial values)."""
+        rule = self._rule
         if "step" in rule.context:
             hyper["step"] = self._steps + 1
         if "first" in rule.context:
             hyper["first"] = self._steps == 0
         for name in rule.carried:
             hyper[name] = self._carried[gi].get(name)
-        return rule.carried_in(hyper)
+        return hyper
 
     def _hyper(self, gi, group, grad_scale):
         """Group ``gi``'s kernel hyperparameters for the next step, unchecked."""
@@ -227,12 +225,7 @@ class Optimizer:
                 hyper[option.name] = group[option.name]
         if rule.penalties:
             hyper["l1"], hyper["maximize"] = group["l1"], group["maximize"]
-        if "step" in rule.context:
-            hyper["step"] = self._steps + 1
-        if "first" in rule.context:
-            hyper["first"] = self._steps == 0
-        hyper.update(self._carried[gi])
-        return hyper
+        return self._per_step(gi, hyper)
 
     # -- the step -----------------------------------------------------------------
 

@@ -154,8 +154,9 @@ def codebook(signed):
     return SIGNED_MAP if signed else UNSIGNED_MAP
 
 
-def _zero_code(table):
-    return int(np.flatnonzero(table == 0)[-1])  # 127 signed, 0 unsigned
+def zero_code(signed):
+    """The code of 0: 127 in the signed map, 0 in the unsigned one."""
+    return int(np.flatnonzero(codebook(signed) == 0)[0])
 
 
 def blocks(n):
@@ -179,7 +180,7 @@ def encode(normalized, signed, sign=None):
     codes = np.where(closer_up, upper, upper - 1)
     value = table[codes]
     codes = codes + ((sign > 0) & (value <= 0)) - ((sign < 0) & (value >= 0))
-    codes[(sign == 0) | ~(np.abs(v) <= 1)] = _zero_code(table)  # NaN: the code of 0
+    codes[(sign == 0) | ~(np.abs(v) <= 1)] = zero_code(signed)  # NaN: the code of 0
     return codes.astype(np.uint8)
 
 
@@ -237,7 +238,7 @@ def encoder_tables(signed):
     map's upper half, 129 entries, or the unsigned map), and, per bucket, the uint8
     index into them of the magnitude nearest to the bucket's lowest value."""
     table = codebook(signed)
-    magnitudes = table[_zero_code(table):]
+    magnitudes = table[zero_code(signed):]
     buckets = (1 - MIN_EXPONENT + 1) << MANTISSA_BITS
     index = np.arange(buckets)
     exponent = index // (1 << MANTISSA_BITS) + MIN_EXPONENT
@@ -281,5 +282,5 @@ def encode_value(v, absmax, magnitudes, first, signed, scratch, scratch_bits, j)
 
 
 __all__ = ["BLOCK_SIZE", "SIGNED_MAP", "UNSIGNED_MAP", "create_dynamic_map", "codebook",
-           "blocks", "encode", "quantize_blockwise", "dequantize_blockwise",
+           "blocks", "zero_code", "encode", "quantize_blockwise", "dequantize_blockwise",
            "encoder_tables", "encode_value"]

@@ -16,6 +16,8 @@ import glob
 
 import numpy as np
 
+from ..quant import BLOCK_SIZE
+
 CHUNK = 1 << 15  # elements per chunk: 128 KiB of float32, a comfortable L2 slice
 PARALLEL_MIN_ELEMENTS = 4 * CHUNK  # below this, kernels run on the calling thread
 
@@ -129,8 +131,6 @@ def optim_tables(tensors, slots, parts):
     if tables is None:
         addresses = address_table(tensors, slots)
         if tensors.bits == 8:
-            from ..quant import BLOCK_SIZE
-
             scales = np.zeros((len(tensors.params), 3), dtype=np.int64)
             for column, name in enumerate(slots):
                 if name is not None:

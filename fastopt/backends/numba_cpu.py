@@ -108,14 +108,21 @@ _step_element = _dispatch.rule_dispatcher(tuple(step for _, step in _ELEMENTS), 
                                           numba.extending.overload)
 
 
+@numba.njit(inline="always")
+def _take_threads(count):
+    """Give the calling thread ``count`` of the pool's threads (0: leave it as it is);
+    returns what it had, for ``_set_thread_count`` to restore."""
+    outer = _thread_count()
+    if count > 0:
+        _set_thread_count(count)
+    return outer
+
+
 @numba.njit(cache=CACHE, nogil=True)
 def _swap_thread_count(count):
-    """Give the calling thread ``count`` of the pool's threads; returns what it had
-    (a compiled call: ``numba.set_num_threads`` and ``get_num_threads`` from Python
-    cost about 1 us each, with their checks)."""
-    outer = _thread_count()
-    _set_thread_count(count)
-    return outer
+    """:func:`_take_threads` as one compiled call from Python (``numba.set_num_threads``
+    and ``get_num_threads`` from Python cost about 1 us each, with their checks)."""
+    return _take_threads(count)
 
 
 def _launch(kernel, n_elements, *args):
@@ -143,9 +150,7 @@ def _make_optim_kernel(rule_id, flags, used, dtype, stamp):
         calling thread has)."""
         if stamp < 0:  # never: the stamp only keys the cache
             return
-        outer = _thread_count()
-        if threads > 0:
-            _set_thread_count(threads)
+        outer = _take_threads(threads)
         h = _hyper_tuple(hyper)
         for c in numba.prange(chunks.shape[0]):
             t = chunks[c, 0]
@@ -181,9 +186,7 @@ def _make_optim8_kernel(rule_id, flags, used, signed, stamp):
                       first_signed, magnitudes_unsigned, first_unsigned, threads):
         if stamp < 0:  # never: the stamp only keys the cache
             return
-        outer = _thread_count()
-        if threads > 0:
-            _set_thread_count(threads)
+        outer = _take_threads(threads)
         h = _hyper_tuple(hyper)
         zero = h[ZERO]
         table0 = codebooks[0] if signed[0] else codebooks[1]
@@ -510,55 +513,39 @@ class NumbaBackend(Backend):
     def __init__(self):
         self._kernels = {}
 
-    def _kernel(self, rule, flags, used, dtype):
-        key = (rule.name, flags, used, np.dtype(dtype))
+    def _kernel(self, rule, flags, used, dtype, signed=None):
+        """The compiled kernel of a rule variant; ``signed`` (per slot, the codebook)
+        for 8-bit state, whose kernels take float32 params only."""
+        key = (rule.name, flags, used, np.dtype(dtype), signed)
         kernel = self._kernels.get(key)
         if kernel is None:
-            kernel = self._kernels[key] = _make_optim_kernel(
-                rule.id, flags, used, np.dtype(dtype).type, source_stamp(rule))
+            stamp = source_stamp(rule)
+            kernel = self._kernels[key] = \
+                _make_optim_kernel(rule.id, flags, used, np.dtype(dtype).type, stamp) \
+                if signed is None else _make_optim8_kernel(rule.id, flags, used, signed, stamp)
         return kernel
-
-    def _kernel8(self, rule, flags, used, signed):
-        key = (rule.name, flags, used, "8-bit", signed)
-        kernel = self._kernels.get(key)
-        if kernel is None:
-            kernel = self._kernels[key] = _make_optim8_kernel(
-                rule.id, flags, used, signed, source_stamp(rule))
-        return kernel
-
-    def _launcher8(self, rule, tensors, flags, slots):
-        used = tuple(name is not None for name in slots)
-        signed = tuple(tensors.signed.get(name, True) for name in slots)
-        kernel = self._kernel8(rule, flags, used, signed)
-        codecs = _codec_tables()
-        parallel = _tables.parallel(tensors.total)
-
-        def run(grads, hyper, packed):
-            parts, threads = (numba.get_num_threads(), 0) if parallel else (1, 1)
-            addresses, chunks = _tables.optim_tables(tensors, slots, parts)
-            with _LAUNCH_LOCK:
-                kernel(_tables.with_grads(addresses, grads), chunks, packed, *codecs,
-                       threads)
-        return run
 
     def _launcher(self, rule, tensors, flags, slots):
-        if tensors.bits == 8:
-            return self._launcher8(rule, tensors, flags, slots)
-        kernel = self._kernel(rule, flags, tuple(name is not None for name in slots),
-                              tensors.dtype)
+        used = tuple(name is not None for name in slots)
+        if tensors.bits == 8:  # the codebooks ride along as arguments
+            kernel = self._kernel(rule, flags, used, tensors.dtype,
+                                  tuple(tensors.signed.get(name, True) for name in slots))
+            codecs = _codec_tables()
+        else:
+            kernel, codecs = self._kernel(rule, flags, used, tensors.dtype), ()
         if _tables.parallel(tensors.total):
             def run(grads, hyper, packed):
                 # chunks balanced over the threads the calling thread has now
                 addresses, chunks = _tables.optim_tables(tensors, slots,
                                                          numba.get_num_threads())
                 with _LAUNCH_LOCK:
-                    kernel(_tables.with_grads(addresses, grads), chunks, packed, 0)
+                    kernel(_tables.with_grads(addresses, grads), chunks, packed, *codecs, 0)
         else:
             addresses, chunks = _tables.optim_tables(tensors, slots, 1)
 
             def run(grads, hyper, packed):
                 with _LAUNCH_LOCK:
-                    kernel(_tables.with_grads(addresses, grads), chunks, packed, 1)
+                    kernel(_tables.with_grads(addresses, grads), chunks, packed, *codecs, 1)
         return run
 
     def _reductions(self, dtype):
