@@ -9,6 +9,10 @@ import pytest
 import fastopt
 from fastopt import quant
 
+# Where a test does not ask for a backend: one that runs 8-bit state (FASTOPT_BACKEND
+# may name one that does not, and that is refused, as test_8bit_options_... checks).
+EIGHT_BIT = "numba" if "numba" in fastopt.available_backends() else "numpy"
+
 CASES = [
     ("Adam8bit", dict(lr=1e-2, weight_decay=0.01)),
     ("AdamW8bit", dict(lr=1e-2, amsgrad=True)),
@@ -89,7 +93,8 @@ def test_training_stays_close_to_float32():
     start = rng.standard_normal(20000).astype(np.float32)
     target = rng.standard_normal(20000).astype(np.float32)
     p8, p32 = start.copy(), start.copy()
-    o8, o32 = fastopt.Adam8bit([p8], lr=1e-3), fastopt.Adam([p32], lr=1e-3)
+    o8 = fastopt.Adam8bit([p8], lr=1e-3, backend=EIGHT_BIT)
+    o32 = fastopt.Adam([p32], lr=1e-3, backend=EIGHT_BIT)
     for _ in range(300):
         noise = 0.1 * rng.standard_normal(20000).astype(np.float32)
         o8.step([(p8 - target) + noise])
@@ -103,7 +108,7 @@ def test_training_stays_close_to_float32():
 def test_state_memory_per_parameter(name, per_param):
     n = 1 << 16
     kw = dict(momentum=0.9) if name == "SGD8bit" else {}
-    opt = getattr(fastopt, name)([np.zeros(n, np.float32)], **kw)
+    opt = getattr(fastopt, name)([np.zeros(n, np.float32)], backend=EIGHT_BIT, **kw)
     sd = opt.state_dict()
     state_bytes = sum(v.nbytes for k, v in sd.items() if k.startswith("state."))
     assert state_bytes / n <= per_param
