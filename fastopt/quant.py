@@ -224,63 +224,91 @@ def dequantize_blockwise(codes, absmax, signed):
 # -- the encoder of the fused kernels ---------------------------------------------------
 # A kernel codes one value at a time, with no search: the magnitude a = |v| / absmax in
 # (0, 1] is split as frexp(a) = (mantissa in [0.5, 1), exponent), and its exponent and
-# the top 9 bits of its mantissa index a table holding the code nearest to the lowest
-# value of that bucket. A bucket is 2**-9 of its octave wide, narrower than any gap
-# between two codebook magnitudes (0.35% at least, near 1.0 unsigned), so the nearest
-# code for the bucket's values is that one or the next: one comparison decides.
+# the top 9 bits of its mantissa (the top 18 bits of the float) index a table of
+# buckets. A bucket is 2**-9 of its octave wide, narrower than any gap between two
+# codebook magnitudes (0.35% at least, near 1.0 unsigned), so the nearest magnitude for
+# the bucket's values is the one nearest to its lowest value, k, or the next: a
+# comparison with their midpoint decides, and since the float32 values above the
+# midpoint are those from some float32 t up, it compares the low 14 bits of the float
+# with those of t. One int32 per bucket holds k and t: one table load (a gather, in a
+# vectorised loop) a value, and no branches.
 
 MANTISSA_BITS = 9
-MIN_EXPONENT = -40  # 2**-41 is far below half the smallest magnitude (3.25e-7 / 2)
+LOW_BITS = 23 - MANTISSA_BITS  # the bits of a float below its bucket index
+# Below 2**-23 (frexp exponent -22) every magnitude takes code 1, the smallest nonzero
+# entry (3.25e-7 unsigned, 5.5e-7 signed): the nearest one once 0 is excluded.
+MIN_EXPONENT = -22
+_NEVER = 1 << LOW_BITS  # a threshold no low bits reach
 
 
 def encoder_tables(signed):
-    """``(magnitudes, first)``: the codebook's float32 magnitudes, 0 first (the signed
-    map's upper half, 129 entries, or the unsigned map), and, per bucket, the uint8
-    index into them of the magnitude nearest to the bucket's lowest value."""
+    """The encoder's bucket table (int32, read-only), one entry per bucket: ``k << 16 |
+    exact << 15 | t``, where k indexes the codebook's magnitudes (0 first: the signed
+    map's upper half, or the unsigned map) nearest to the bucket's lowest value, and a
+    value of the bucket is nearer to magnitude k + 1 when its low bits are at least
+    ``t`` (``t - exact`` for a negative value, which takes the lower value, k + 1, on
+    a tie: ``exact`` says the midpoint of k and k + 1 is a float32)."""
     table = codebook(signed)
     magnitudes = table[zero_code(signed):]
-    buckets = (1 - MIN_EXPONENT + 1) << MANTISSA_BITS
-    index = np.arange(buckets)
+    count = (1 - MIN_EXPONENT + 1) << MANTISSA_BITS
+    index = np.arange(count)
     exponent = index // (1 << MANTISSA_BITS) + MIN_EXPONENT
     mantissa = 0.5 + (index % (1 << MANTISSA_BITS)) / float(1 << (MANTISSA_BITS + 1))
     low = np.ldexp(mantissa, exponent).astype(np.float32)  # exact: 10 significant bits
     wide = magnitudes.astype(np.float64)
     upper = np.clip(np.searchsorted(magnitudes, low, side="left"), 1, magnitudes.size - 1)
     nearest = np.where(wide[upper] - low < low - wide[upper - 1], upper, upper - 1)
-    first = nearest.astype(np.uint8)
-    first.flags.writeable = False
-    return magnitudes, first
+    last = nearest == magnitudes.size - 1
+    mid = (wide[nearest] + wide[np.minimum(nearest + 1, magnitudes.size - 1)]) / 2
+    above = mid.astype(np.float32)  # the least float32 above mid: nearer to k + 1
+    exact = above == mid
+    above = np.where(above <= mid, np.nextafter(above, np.float32(np.inf)), above)
+    start = low.view(np.int32).astype(np.int64)
+    t = np.clip(above.view(np.int32).astype(np.int64) - start, 0, _NEVER + 1)
+    t[last] = _NEVER + 1
+    exact &= ~last
+    buckets = (nearest.astype(np.int64) << 16 | exact.astype(np.int64) << 15 | t)
+    buckets = buckets.astype(np.int32)
+    buckets.flags.writeable = False
+    return buckets
 
 
-def encode_value(v, absmax, magnitudes, first, signed, scratch, scratch_bits, j):
+def float_bits(x):
+    """The bits of float32 ``x`` as an unsigned integer (in Python; each compiled target
+    binds its own bit cast in :func:`encoder`)."""
+    return int(np.float32(x).view(np.uint32))
+
+
+def encode_value(v, absmax, buckets, signed):
     """The code of ``v`` in a block of ``absmax`` (both float32; ``absmax >= |v|``), by
-    :func:`encode`'s rule, ``encode(v / absmax, signed, sign(v))``, for the compiled
-    kernels: plain scalar Python, which Numba compiles for the CPU and for CUDA.
-    ``scratch[j]`` (float32) and ``scratch_bits`` (the same memory as uint32) read
-    the magnitude's exponent and mantissa bits; the few branches are selections, so
-    that the loop around it runs without mispredictions (3x faster than with frexp
-    and ifs)."""
+    :func:`encode`'s rule, ``encode(v / absmax, signed, sign(v))``, with the bucket
+    table of :func:`encoder_tables`: plain scalar Python, which Numba compiles for the
+    CPU and for CUDA (:func:`encoder`). It has no branches (booleans enter as 0 or 1
+    and ``&`` does not short-circuit), so that a loop of encodes vectorises."""
     zero = 127 if signed else 0
-    negative = v < 0
-    a = (-v if negative else v) / absmax
-    scratch[j] = a
-    bits = np.int64(scratch_bits[j])
-    exponent = ((bits >> 23) & 255) - 126  # frexp's: a = mantissa * 2**exponent
-    top = magnitudes.shape[0] - (2 if negative else 1)  # no -1.0 in the signed map
-    index = (exponent - MIN_EXPONENT) * (1 << MANTISSA_BITS) \
-        + ((bits >> (23 - MANTISSA_BITS)) & ((1 << MANTISSA_BITS) - 1))
-    k = np.int64(first[min(max(index, 0), first.shape[0] - 1)])
-    above = min(k + 1, top)
-    wide = np.float64(a)  # float32 distances are exact in float64 (in Numba, float()
-    up = np.float64(magnitudes[above]) - wide  # of a float32 is not)
-    down = wide - np.float64(magnitudes[k])
-    k = above if (up < down or (negative and up == down)) else k  # ties: the lower value
-    # 0 is not allowed for a nonzero value; far below the smallest magnitude: 1
-    k = 1 if exponent < MIN_EXPONENT else min(max(k, 1), top)
-    code = zero - k if negative else zero + k
-    return code if (v != 0 and absmax > 0 and a <= 1) else zero  # 0, or NaN: code of 0
+    negative = np.int64(v < 0)
+    a = abs(v) / absmax
+    bits = np.int64(float_bits(a))
+    # every value below the first bucket (2**-23) takes the first, which codes it as 1
+    index = (bits >> LOW_BITS) - ((126 + MIN_EXPONENT) << MANTISSA_BITS)
+    entry = np.int64(buckets[min(max(index, 0), buckets.shape[0] - 1)])
+    threshold = (entry & 0x7FFF) - (negative & (entry >> 15))
+    k = (entry >> 16) + np.int64((bits & (_NEVER - 1)) >= threshold)
+    # 0 is not allowed for a nonzero value, nor -1.0 (not in the signed map)
+    k = min(max(k, 1), 255 - zero - negative)
+    valid = np.int64(v != 0) & np.int64(absmax > 0) & np.int64(a <= 1)
+    return zero + k * (1 - 2 * negative) * valid  # 0, or NaN: the code of 0
+
+
+def encoder(jit, bits):
+    """:func:`encode_value` compiled by ``jit`` with ``bits`` (that target's float32 to
+    integer bit cast) in place of :func:`float_bits`."""
+    import types
+    return jit(types.FunctionType(encode_value.__code__,
+                                  {**encode_value.__globals__, "float_bits": bits},
+                                  encode_value.__name__))
 
 
 __all__ = ["BLOCK_SIZE", "SIGNED_MAP", "UNSIGNED_MAP", "create_dynamic_map", "codebook",
            "blocks", "zero_code", "encode", "quantize_blockwise", "dequantize_blockwise",
-           "encoder_tables", "encode_value"]
+           "encoder_tables", "encode_value", "encoder", "float_bits"]

@@ -168,106 +168,126 @@ def _make_optim_kernel(rule_id, flags, used, dtype, stamp):
     return optim_kernel
 
 
-_encode = numba.njit(inline="always")(quant.encode_value)
+@intrinsic
+def _float_bits(typingctx, x):
+    """The bits of a float32 as a uint32 (a bit cast, which vectorises)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def _bits_float(typingctx, bits):
+    """The float32 whose bits are the low 32 of ``bits``."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
+
+    return types.float32(types.int64), codegen
+
+
+_encode = quant.encoder(numba.njit(inline="always"), _float_bits)
+
+
+@numba.njit(inline="always")
+def _absmax(values, n):
+    """max |values[:n]| (float32), NaN if one is NaN: the largest of the magnitudes'
+    bits, an integer maximum that vectorises (a NaN's bits exceed Inf's)."""
+    top = 0
+    for j in range(n):
+        top = max(top, np.int64(_float_bits(values[j])) & 0x7FFFFFFF)
+    return _bits_float(top)
+
+
+# The codebooks and encoder tables, as module constants: Numba freezes them into the
+# kernels, where, unlike arrays passed in, they cannot alias the arrays written, so
+# that the loops that read them vectorise (with gathers).
+_SIGNED_MAP, _UNSIGNED_MAP = quant.SIGNED_MAP, quant.UNSIGNED_MAP
+_SIGNED_BUCKETS, _UNSIGNED_BUCKETS = quant.encoder_tables(True), quant.encoder_tables(False)
+
+
+@numba.njit(inline="always")
+def _dequantize(codes, signed, absmax, buffer, out, n):
+    """``out[:n]``: the values of ``codes[:n]`` in a block of ``absmax``."""
+    # The gathers' indices come from a local copy: read through a pointer made from an
+    # address, they keep LLVM from vectorising the loop.
+    buffer[:n] = codes[:n]
+    table = _SIGNED_MAP if signed else _UNSIGNED_MAP
+    for j in range(n):
+        out[j] = table[buffer[j]] * absmax
+
+
+@numba.njit(inline="always")
+def _requantize(values, n, codes, signed, buffer):
+    """Code ``values[:n]`` into ``codes`` with their new absmax, which it returns."""
+    top = _absmax(values, n)
+    buckets = _SIGNED_BUCKETS if signed else _UNSIGNED_BUCKETS
+    for j in range(n):
+        buffer[j] = _encode(values[j], top, buckets, signed)
+    codes[:n] = buffer[:n]
+    return top
 
 
 def _make_optim8_kernel(rule_id, flags, used, signed, stamp):
     """The kernel of one rule variant over float32 params with 8-bit state
-    (:mod:`fastopt.quant`): per block of 256 elements, each used state slot is decoded
-    with the block's old absmax, the rule steps every element on the decoded values
-    exactly as the float32 kernel does (the param update sees the new, unquantized
-    state), and the new states are coded again with the block's new absmax. Chunks
-    are whole blocks, so each block belongs to one thread. ``signed``: per slot,
-    whether its state uses the signed codebook (a compile-time constant)."""
+    (:mod:`fastopt.quant`), one block of 256 elements at a time: each used state slot
+    is decoded with the block's old absmax into a float32 buffer, the float32 kernel's
+    element step runs on the buffers (the param update sees the new, unquantized
+    state), and the buffers are coded again with the block's new absmax. Each of these
+    loops vectorises. Chunks are whole blocks, so each block belongs to one thread.
+    ``signed``: per slot, whether its state uses the signed codebook (a compile-time
+    constant)."""
     G, S, A, block = _tables.GRAD, _tables.SLOT0, _tables.ABSMAX0, quant.BLOCK_SIZE
 
+    @numba.njit(inline="always")  # into the parallel loop, whose no-alias facts it needs
+    def chunk_step(addresses, t, start, n, h):
+        blocks = (n + block - 1) // block
+        p = numba.carray(_pointer(addresses[t, 0] + start * 4), n, np.float32)
+        g = numba.carray(_pointer(addresses[t, G] + start * 4), n, np.float32)
+        q0 = numba.carray(_pointer(addresses[t, S] + start), n, np.uint8)
+        q1 = numba.carray(_pointer(addresses[t, S + 1] + start), n, np.uint8)
+        q2 = numba.carray(_pointer(addresses[t, S + 2] + start), n, np.uint8)
+        first_block = start // block * 4
+        m0 = numba.carray(_pointer(addresses[t, A] + first_block), blocks, np.float32)
+        m1 = numba.carray(_pointer(addresses[t, A + 1] + first_block), blocks, np.float32)
+        m2 = numba.carray(_pointer(addresses[t, A + 2] + first_block), blocks, np.float32)
+        d0 = np.empty(block, np.float32)  # the block's decoded states
+        d1 = np.empty(block, np.float32)
+        d2 = np.empty(block, np.float32)
+        buffer = np.empty(block, np.uint8)
+        for b in range(blocks):
+            lo = b * block
+            m = min(block, n - lo)
+            if used[0]:
+                _dequantize(q0[lo:], signed[0], m0[b], buffer, d0, m)
+            if used[1]:
+                _dequantize(q1[lo:], signed[1], m1[b], buffer, d1, m)
+            if used[2]:
+                _dequantize(q2[lo:], signed[2], m2[b], buffer, d2, m)
+            pb = p[lo:]
+            gb = g[lo:]
+            for j in range(m):
+                _update_element(rule_id, flags, used, pb, gb, d0, d1, d2, j, h)
+            if used[0]:
+                m0[b] = _requantize(d0, m, q0[lo:], signed[0], buffer)
+            if used[1]:
+                m1[b] = _requantize(d1, m, q1[lo:], signed[1], buffer)
+            if used[2]:
+                m2[b] = _requantize(d2, m, q2[lo:], signed[2], buffer)
+
     @numba.njit(parallel=True, cache=CACHE, nogil=True)
-    def optim8_kernel(addresses, chunks, hyper, codebooks, magnitudes_signed,
-                      first_signed, magnitudes_unsigned, first_unsigned, threads):
+    def optim8_kernel(addresses, chunks, hyper, threads):
         if stamp < 0:  # never: the stamp only keys the cache
             return
         outer = _take_threads(threads)
         h = _hyper_tuple(hyper)
-        zero = h[ZERO]
-        table0 = codebooks[0] if signed[0] else codebooks[1]
-        table1 = codebooks[0] if signed[1] else codebooks[1]
-        table2 = codebooks[0] if signed[2] else codebooks[1]
-        mags0 = magnitudes_signed if signed[0] else magnitudes_unsigned
-        mags1 = magnitudes_signed if signed[1] else magnitudes_unsigned
-        mags2 = magnitudes_signed if signed[2] else magnitudes_unsigned
-        first0 = first_signed if signed[0] else first_unsigned
-        first1 = first_signed if signed[1] else first_unsigned
-        first2 = first_signed if signed[2] else first_unsigned
         for c in numba.prange(chunks.shape[0]):
-            t = chunks[c, 0]
-            start = chunks[c, 1]
-            n = chunks[c, 2] - start
-            blocks = (n + block - 1) // block
-            p = numba.carray(_pointer(addresses[t, 0] + start * 4), n, np.float32)
-            g = numba.carray(_pointer(addresses[t, G] + start * 4), n, np.float32)
-            q0 = numba.carray(_pointer(addresses[t, S] + start), n, np.uint8)
-            q1 = numba.carray(_pointer(addresses[t, S + 1] + start), n, np.uint8)
-            q2 = numba.carray(_pointer(addresses[t, S + 2] + start), n, np.uint8)
-            first_block = start // block * 4
-            m0 = numba.carray(_pointer(addresses[t, A] + first_block), blocks, np.float32)
-            m1 = numba.carray(_pointer(addresses[t, A + 1] + first_block), blocks, np.float32)
-            m2 = numba.carray(_pointer(addresses[t, A + 2] + first_block), blocks, np.float32)
-            new = np.empty((3, block), np.float32)
-            scaled = np.empty(block, np.float32)  # the encoder's scratch
-            scaled_bits = scaled.view(np.uint32)
-            for b in range(blocks):
-                lo = b * block
-                hi = min(lo + block, n)
-                old0 = m0[b] if used[0] else zero
-                old1 = m1[b] if used[1] else zero
-                old2 = m2[b] if used[2] else zero
-                top0 = zero
-                top1 = zero
-                top2 = zero
-                for i in range(lo, hi):
-                    a0 = table0[q0[i]] * old0 if used[0] else zero
-                    a1 = table1[q1[i]] * old1 if used[1] else zero
-                    a2 = table2[q2[i]] * old2 if used[2] else zero
-                    p[i], a0, a1, a2 = _step_element(rule_id, flags, p[i], g[i], a0, a1, a2, h)
-                    # the new absmax; a NaN stays (its block then decodes to NaN)
-                    if used[0]:
-                        new[0, i - lo] = a0
-                        if not abs(a0) <= top0 and top0 == top0:
-                            top0 = abs(a0)
-                    if used[1]:
-                        new[1, i - lo] = a1
-                        if not abs(a1) <= top1 and top1 == top1:
-                            top1 = abs(a1)
-                    if used[2]:
-                        new[2, i - lo] = a2
-                        if not abs(a2) <= top2 and top2 == top2:
-                            top2 = abs(a2)
-                if used[0]:
-                    m0[b] = top0
-                    for i in range(lo, hi):
-                        q0[i] = _encode(new[0, i - lo], top0, mags0, first0, signed[0],
-                                        scaled, scaled_bits, i - lo)
-                if used[1]:
-                    m1[b] = top1
-                    for i in range(lo, hi):
-                        q1[i] = _encode(new[1, i - lo], top1, mags1, first1, signed[1],
-                                        scaled, scaled_bits, i - lo)
-                if used[2]:
-                    m2[b] = top2
-                    for i in range(lo, hi):
-                        q2[i] = _encode(new[2, i - lo], top2, mags2, first2, signed[2],
-                                        scaled, scaled_bits, i - lo)
+            chunk_step(addresses, chunks[c, 0], chunks[c, 1], chunks[c, 2] - chunks[c, 1], h)
         _set_thread_count(outer)
 
     return optim8_kernel
-
-
-@functools.cache
-def _codec_tables():
-    """The kernel arguments that hold the codebooks: both maps, then each one's
-    encoder tables (:func:`fastopt.quant.encoder_tables`)."""
-    codebooks = np.stack([quant.SIGNED_MAP, quant.UNSIGNED_MAP])
-    return (codebooks, *quant.encoder_tables(True), *quant.encoder_tables(False))
 
 
 def _make_reduction_kernels(dtype):
@@ -519,7 +539,7 @@ class NumbaBackend(Backend):
         key = (rule.name, flags, used, np.dtype(dtype), signed)
         kernel = self._kernels.get(key)
         if kernel is None:
-            stamp = source_stamp(rule)
+            stamp = source_stamp(rule) if signed is None else source_stamp(rule, quant)
             kernel = self._kernels[key] = \
                 _make_optim_kernel(rule.id, flags, used, np.dtype(dtype).type, stamp) \
                 if signed is None else _make_optim8_kernel(rule.id, flags, used, signed, stamp)
@@ -527,25 +547,22 @@ class NumbaBackend(Backend):
 
     def _launcher(self, rule, tensors, flags, slots):
         used = tuple(name is not None for name in slots)
-        if tensors.bits == 8:  # the codebooks ride along as arguments
-            kernel = self._kernel(rule, flags, used, tensors.dtype,
-                                  tuple(tensors.signed.get(name, True) for name in slots))
-            codecs = _codec_tables()
-        else:
-            kernel, codecs = self._kernel(rule, flags, used, tensors.dtype), ()
+        signed = None if tensors.bits != 8 else \
+            tuple(tensors.signed.get(name, True) for name in slots)
+        kernel = self._kernel(rule, flags, used, tensors.dtype, signed)
         if _tables.parallel(tensors.total):
             def run(grads, hyper, packed):
                 # chunks balanced over the threads the calling thread has now
                 addresses, chunks = _tables.optim_tables(tensors, slots,
                                                          numba.get_num_threads())
                 with _LAUNCH_LOCK:
-                    kernel(_tables.with_grads(addresses, grads), chunks, packed, *codecs, 0)
+                    kernel(_tables.with_grads(addresses, grads), chunks, packed, 0)
         else:
             addresses, chunks = _tables.optim_tables(tensors, slots, 1)
 
             def run(grads, hyper, packed):
                 with _LAUNCH_LOCK:
-                    kernel(_tables.with_grads(addresses, grads), chunks, packed, *codecs, 1)
+                    kernel(_tables.with_grads(addresses, grads), chunks, packed, 1)
         return run
 
     def _reductions(self, dtype):

@@ -38,14 +38,15 @@ OPTIMIZERS = [(front, rule) for rule in RULES.values() for front in rule.optimiz
 FUNCTIONALS = [(front, rule) for rule in RULES.values() for front in rule.functionals]
 
 
-def source_stamp(rule):
+def source_stamp(rule, *modules):
     """A number that changes when the source of ``rule``'s module, of the shared
-    element driver or of the kernel helpers changes. The compiled kernels close over
+    element driver, of the kernel helpers or of the other ``modules`` (that a kernel
+    compiles in) changes. The compiled kernels close over
     it, so that Numba's disk cache (keyed by a kernel's own file and its closure) does
     not serve a kernel compiled from an older rule."""
     digest = hashlib.sha256()
-    modules = (rule.update.__module__, __name__ + "._elements", __name__ + "._spec")
-    for module in map(sys.modules.get, modules):
+    names = (rule.update.__module__, __name__ + "._elements", __name__ + "._spec")
+    for module in (*map(sys.modules.get, names), *modules):
         with open(module.__file__, "rb") as f:
             digest.update(f.read())
     return int.from_bytes(digest.digest()[:7], "little")
