@@ -2,14 +2,15 @@
 # Each target creates a virtual environment in $(VENV), installs fastopt into it from
 # this checkout (with its test extras and torch's CPU build as the optional reference),
 # then runs. Override REFERENCE= to skip the optional references (torch's CPU build,
-# bitsandbytes' CPU build for the 8-bit codebooks).
+# bitsandbytes' CPU build for the 8-bit codebooks and benchmark).
 PYTHON ?= python3
 VENV ?= .venv
 REFERENCE ?= torch==2.13.0 bitsandbytes==0.50.2
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastopt-installed
 
-.PHONY: install test lint bench record record-small record-distributed gpu-check c-header clean
+.PHONY: install test lint bench record record-small record-distributed record-8bit gpu-check \
+	c-header clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/* csrc/rules/*)
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,11 @@ record-small: install
 record-distributed: install
 	$(VENV)/bin/fastopt bench --distributed --ranks 1,2 --rounds 11 \
 		--json docs/benchmarks-distributed.json --markdown docs/benchmarks-distributed.md
+
+# The 8-bit state record (Adam8bit against float32 Adam, its roofline, bitsandbytes).
+record-8bit: install
+	$(VENV)/bin/fastopt bench --8bit --rounds 5 --json docs/benchmarks-8bit.json \
+		--markdown docs/benchmarks-8bit.md
 
 # On a machine with an NVIDIA GPU: the CUDA tests on the device and the GPU benchmark,
 # recorded in docs/gpu/ (no virtual environment: it uses the machine's Python).

@@ -26,6 +26,17 @@ int fo_optim_f32(int variant, const int64_t *addresses, const int64_t *chunks,
 int fo_optim_f64(int variant, const int64_t *addresses, const int64_t *chunks,
                  int64_t n_chunks, const double *hyper, int threads);
 
+/* One step over float params with blockwise 8-bit state (fastopt/quant.py):
+   `addresses` has 8 columns (param, grad, the slots' uint8 codes, the slots' float
+   absmax, one per block) and chunks start on block boundaries; `signed_slots` says per
+   slot which codebook it uses; `maps` holds the signed then the unsigned codebook (256
+   floats each) and `buckets` their encoder tables (FO_QUANT_BUCKETS int32 each,
+   fastopt.quant.encoder_tables). Returns 0, or -1 for an unknown variant. */
+int fo_optim8_f32(int variant, const int64_t *addresses, const int64_t *chunks,
+                  int64_t n_chunks, const float *hyper, int threads,
+                  const unsigned char *signed_slots, const float *maps,
+                  const int32_t *buckets);
+
 /* Reductions over the chunks of 1-D arrays (`addresses` has one column here):
    out[c] = float64 sum of squares of chunk c / 1 if chunk c is all finite, else 0. */
 void fo_sumsq_f32(const int64_t *addresses, const int64_t *chunks, int64_t n_chunks,

@@ -143,6 +143,14 @@
 #define FO_MASS_MOMENTUM_ONE_MINUS_MASS 7
 #define FO_MASS_MOMENTUM_STEP_SIZE 8
 
+/* Blockwise 8-bit state (fastopt/quant.py): the block size, the encoder's
+   bucket index (frexp exponent and top mantissa bits) and its table length. */
+#define FO_QUANT_BLOCK 256
+#define FO_QUANT_MANTISSA_BITS 9
+#define FO_QUANT_LOW_BITS 14
+#define FO_QUANT_MIN_EXPONENT (-22)
+#define FO_QUANT_BUCKETS 12288
+
 #define FO_N_VARIANTS 256
 /* X(index, rule, flag0, flag1, scaled, decayed) for every compiled variant. */
 #define FO_VARIANTS(X) \

@@ -5,6 +5,7 @@
 #define REAL float
 #define TAG f32
 #include "optim_impl.h"
+#include "optim8_impl.h" /* float params with 8-bit state */
 #undef REAL
 #undef TAG
 

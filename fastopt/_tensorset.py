@@ -74,13 +74,14 @@ class TensorSet:
         block_offsets = np.concatenate([[0], np.cumsum([quant.blocks(n) for n in sizes],
                                                        dtype=np.int64)])
         codes, absmax, signs = {}, {}, {}
+        full = np.full if isinstance(params[0], np.ndarray) else _device.full
         for name, signed in states:
             value = 0.0 if fill is None else float(fill.get(name, 0.0))
             if value < 0:
                 raise ValueError(f"8-bit state {name!r} cannot start negative ({value})")
             code = quant.codebook(signed).size - 1 if value else quant.zero_code(signed)
-            arena = np.full(int(offsets[-1]), code, dtype=np.uint8)
-            scales = np.full(int(block_offsets[-1]), value, dtype=np.float32)
+            arena = full(int(offsets[-1]), code, dtype=np.uint8)
+            scales = full(int(block_offsets[-1]), value, dtype=np.float32)
             codes[name] = [arena[offsets[i]:offsets[i + 1]] for i in range(len(params))]
             absmax[name] = [scales[block_offsets[i]:block_offsets[i + 1]]
                             for i in range(len(params))]

@@ -345,3 +345,17 @@ def distributed_markdown(rows, info, command, when=None):
                   [(None, _markdown_table(bench_distributed.COLUMNS,
                                           bench_distributed.table_rows(rows), left=1))],
                   when)
+
+
+# ---------------------------------------------------------------------------
+# ``fastopt bench --8bit`` (fastopt.bench_8bit rows).
+
+
+def eight_bit_markdown(rows, info, command, when=None):
+    """The 8-bit state benchmark record: provenance, method, the table."""
+    from . import bench_8bit
+
+    return record("fastopt benchmark record: Adam with 8-bit state", bench_8bit.__doc__,
+                  info, command, [(None, _markdown_table(bench_8bit.COLUMNS,
+                                                         bench_8bit.table_rows(rows),
+                                                         left=2))], when)

@@ -64,6 +64,10 @@ def build_parser():
                        help="a data-parallel Adam step over MPI (ZeRO-1 and allreduce + "
                        "step) at 1 and 2 ranks, state per rank, collective bandwidth "
                        "(needs fastopt[mpi])")
+    scope.add_argument("--8bit", dest="eight_bit", action="store_true",
+                       help="Adam with 8-bit state against float32 Adam, its own memory "
+                       "roofline and bitsandbytes' Adam8bit, at 16M and 64M elements "
+                       "(--sizes to change)")
     bench.add_argument("--ranks", type=lambda t: [int(x) for x in t.split(",") if x.strip()],
                        default=[1, 2], help="with --distributed: numbers of ranks (1,2)")
     bench.add_argument("--entries", type=lambda t: [e.strip() for e in t.split(",")
@@ -103,6 +107,8 @@ def cmd_bench(args, out=None, command="fastopt bench"):
         return cmd_bench_small(args, out, command)
     if args.distributed:
         return cmd_bench_distributed(args, out, command)
+    if args.eight_bit:
+        return cmd_bench_8bit(args, out, command)
     if args.full:
         sizes, lists, rounds = benchmark.FULL_SIZES, tuple(benchmark.PARAM_LISTS), 11
         bn_shapes = benchmark.BATCHNORM_FULL
@@ -189,6 +195,30 @@ def cmd_bench_distributed(args, out, command):
                    lambda: bench_report.distributed_markdown(rows, info, command))
     print(bench_report._text_table(bench_distributed.COLUMNS,
                                    bench_distributed.table_rows(rows), left=1), file=out)
+    return rows
+
+
+def cmd_bench_8bit(args, out, command):
+    """``fastopt bench --8bit``: the 8-bit Adam step against float32 and bitsandbytes."""
+    from . import bench_8bit, bench_report, benchmark
+    if args.readme or args.plot or args.kernels or args.lists is not None:
+        raise SystemExit("fastopt bench: error: --8bit takes --sizes, --rounds, --json "
+                         "and --markdown")
+    sizes = bench_8bit.SIZES if args.sizes is None else args.sizes
+    rounds = args.rounds or 5
+    commit = bench_report.git_commit()
+    print(f"fastopt bench --8bit: {len(sizes)} sizes, {rounds} rounds each, methods "
+          f"{', '.join(bench_8bit.METHODS)} on {benchmark.cpu_model()} "
+          f"({os.cpu_count()} CPUs)", file=out, flush=True)
+    rows = bench_8bit.measure(sizes, bench_8bit.METHODS, rounds,
+                              progress=lambda text: print(text, file=sys.stderr, flush=True))
+    info = benchmark.machine_info()
+    info["commit"] = commit
+    _write_records(args, out, {"schema": "fastopt-bench-8bit/1", "machine": info,
+                               "results": rows},
+                   lambda: bench_report.eight_bit_markdown(rows, info, command))
+    print(bench_report._text_table(bench_8bit.COLUMNS, bench_8bit.table_rows(rows), left=2),
+          file=out)
     return rows
 
 

@@ -79,10 +79,6 @@ class Optimizer:
             self._sets.append(self._make_sets(gi, group, group_indices))
         if not self._flat:
             raise ValueError("optimizer got an empty parameter list")
-        if any(t.bits == 8 for sets in self._sets for t in sets) \
-                and not self._backend.supports_8bit:
-            raise ValueError(f"8-bit state runs on the numba and numpy backends, not "
-                             f"{self.backend!r}; use state_bits=32 there")
         keyed = [k is not None for k in self._keys]
         if any(keyed) and not all(keyed):
             raise ValueError("mix of dict and list params; use one structure")
@@ -270,9 +266,6 @@ class Optimizer:
         the backend that stands in for this one and drop the launchers of the old."""
         self.backend = backends.resolve_name(self.backend)
         self._backend = backends.get_backend(self.backend)
-        if any(t.bits == 8 for sets in self._sets for t in sets) \
-                and not self._backend.supports_8bit:
-            self.backend, self._backend = "numpy", backends.get_backend("numpy")
         for cached in self._checked.values():
             cached.launches.clear()
 
@@ -323,8 +316,9 @@ class Optimizer:
         the state, or, for 8-bit state, its float32 values decoded (copies)."""
         tensors, j = self._locate(index)
         if tensors.bits == 8:
+            host = _device.to_host if self._on_device else np.asarray
             return {name: tensors.shaped(quant.dequantize_blockwise(
-                codes[j], tensors.absmax[name][j], tensors.signed[name]), j)
+                host(codes[j]), host(tensors.absmax[name][j]), tensors.signed[name]), j)
                 for name, codes in tensors.states.items()}
         return {name: tensors.shaped(flats[j], j) for name, flats in tensors.states.items()}
 

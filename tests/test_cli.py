@@ -228,3 +228,39 @@ def test_bench_small_baselines_do_what_fastopt_does(rng):
     assert {"compat.cs231n.rmsprop", "compat.nnfs.Optimizer_Adam.update_params",
             "compat.deeplearning_ai.update_parameters_with_adam", "compat.dlfs.Adam.update",
             "functional.adam_", "batchnorm_forward + batchnorm_backward"} <= entries
+
+
+# -- fastopt bench --8bit --------------------------------------------------------------
+
+
+def test_bench_8bit_run_json_and_markdown(tmp_path, capsys):
+    path, record = tmp_path / "8bit.json", tmp_path / "8bit.md"
+    cli.main(["bench", "--8bit", "--sizes", "64K", "--rounds", "2", "--json", str(path),
+              "--markdown", str(record)])
+    out = capsys.readouterr()
+    assert "[1/1] Adam8bit 64K (65,536 elements)" in out.err
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "fastopt-bench-8bit/1"
+    rows = {r["method"]: r for r in doc["results"]}
+    expected = {"roofline", "numba fp32"} | {m for m in ("numba", "c")
+                                            if m in fastopt.available_backends()}
+    assert expected <= set(rows)
+    for method in expected - {"roofline"}:
+        r = rows[method]
+        assert r["median_ms"] >= r["min_ms"] > 0 and r["elements"] == 65536
+        assert r["vs_fp32"] == pytest.approx(rows["numba fp32"]["min_ms"] / r["min_ms"])
+    for method in expected & {"numba", "c"}:
+        # codes and absmax of two states: 2 + 2 * 4 / 256 bytes a parameter
+        assert rows[method]["state_bytes_per_param"] == pytest.approx(2 + 8 / 256)
+        assert rows[method]["roofline"] == pytest.approx(
+            rows["roofline"]["min_ms"] / rows[method]["min_ms"])
+        assert rows[method]["gbps"] == pytest.approx(16 * 65536 / rows[method]["min_ms"] / 1e6)
+    assert rows["numba fp32"]["state_bytes_per_param"] == 8
+    assert rows["numba fp32"]["roofline"] is None
+    assert "# fastopt benchmark record: Adam with 8-bit state" in record.read_text()
+    assert "| 64K | numba |" in record.read_text()
+
+
+def test_bench_8bit_refuses_other_scopes_options():
+    with pytest.raises(SystemExit, match="--8bit takes"):
+        cli.main(["bench", "--8bit", "--kernels", "adam"])

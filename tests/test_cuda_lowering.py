@@ -66,6 +66,18 @@ for rule in RULES.values():
             count += 1
 
 f32, f64, i64 = types.float32, types.float64, types.int64
+# Each rule's 8-bit kernel, with its states' codebooks (float32 params only).
+count8 = 0
+for rule in RULES.values():
+    used = tuple(i < len(rule.states) for i in range(3))
+    signed = tuple(rule.states[i].signed if i < len(rule.states) else True for i in range(3))
+    kernel = numba_cuda._make_optim8_kernel(rule.id, rule.variants()[-1], used, signed)
+    ir = lower(kernel.py_func, (i64[:, ::1], types.UniTuple(i64, 3), i64[:, ::1],
+                                types.UniTuple(f32, HYPER_LEN), f32[:, ::1],
+                                types.int32[:, ::1]))
+    doubles = re.findall(r"f(?:add|sub|mul|div) (?:fast )?double", ir)
+    assert "bitcast float" in ir and not doubles, (rule.name, doubles[:3])
+    count8 += 1
 lower(numba_cuda._chunk_reduction.py_func, (f32[::1], i64[:, ::1], f64[::1], types.boolean))
 lower(numba_cuda._bn_partial_sums.py_func,
       (f32[:, :, ::1], f32[:, :, ::1], f64[::1], f64[::1], i64, i64, f64[:, ::1],
@@ -73,7 +85,8 @@ lower(numba_cuda._bn_partial_sums.py_func,
 lower(numba_cuda._bn_affine.py_func,
       (f32[:, :, ::1], f32[:, :, ::1], f32[::1], f32[::1], f32[::1], f32[:, :, ::1],
        types.boolean, i64))
-print("lowered", count, "optimizer kernels and 3 reduction/batch-norm kernels")
+print("lowered", count, "optimizer kernels,", count8,
+      "8-bit optimizer kernels and 3 reduction/batch-norm kernels")
 '''
 
 
@@ -85,4 +98,4 @@ def test_every_cuda_kernel_lowers_for_a_gpu():
     from fastopt.rules import RULES
 
     expected = sum(len(rule.variants()) + 1 for rule in RULES.values())
-    assert f"lowered {expected} optimizer kernels" in out.stdout
+    assert f"lowered {expected} optimizer kernels, {len(RULES)} 8-bit" in out.stdout

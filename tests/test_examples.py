@@ -90,3 +90,15 @@ def test_mpi_data_parallel_over_two_ranks():
     assert len(rows) == 3 and "2 rank(s)" in result.stdout
     for _, ranks, one, _ in rows:  # the same curve as one process, to rounding
         assert float(ranks) == pytest.approx(float(one), rel=1e-5)
+
+
+def test_digits_with_8bit_state_reaches_the_float32_loss(capsys):
+    pytest.importorskip("sklearn")
+    result = _load("digits_8bit").main(["--quick"])
+    fp32, q8 = result["float32"], result["8-bit"]
+    assert fp32["curve"][-1] < fp32["curve"][0] / 2  # it learns
+    # the float32 run's final loss, within 2% (and no suspiciously far below it)
+    assert 0.9 < result["loss_ratio"] < 1.02 and 0.9 < result["val_loss_ratio"] < 1.02
+    assert q8["curve"] != fp32["curve"]  # the 8-bit state is in use
+    assert result["state_ratio"] < 0.3 and q8["val_acc"] > 0.9
+    assert "8-bit / float32: final training loss" in capsys.readouterr().out

@@ -19,8 +19,6 @@ class Backend:
     # Whether a launcher is one call into compiled code, which a signal cannot interrupt
     # half way (so a step of one launcher needs no deferred interrupt).
     single_call = False
-    # Whether it runs tensor sets with 8-bit state (TensorSet.bits == 8).
-    supports_8bit = False
 
     def launch(self, rule, tensors, flags, slots):
         """The launcher of ``rule``'s variant with structural ``flags`` and state

@@ -11,6 +11,7 @@ Threads come from OpenMP (``OMP_NUM_THREADS``); cffi releases the GIL during cal
 
 import numpy as np
 
+from .. import quant
 from .._fastopt_c import ffi, lib
 from . import _tables
 from ._base import Backend
@@ -29,6 +30,11 @@ def _contiguous(*arrays):
     for array in arrays:
         if array is not None and not array.flags.c_contiguous:
             raise ValueError("the C backend's batch-norm kernels take C-contiguous arrays")
+
+
+# The codebooks and their encoder tables, signed then unsigned, for the 8-bit kernel.
+_MAPS = np.concatenate([quant.SIGNED_MAP, quant.UNSIGNED_MAP])
+_BUCKETS = np.concatenate([quant.encoder_tables(True), quant.encoder_tables(False)])
 
 
 class CBackend(Backend):
@@ -59,12 +65,19 @@ class CBackend(Backend):
         ctype, tag = _TYPES[tensors.dtype]
         optim, variant = self._optim[tag], rule.variant(flags)
         parallel = _tables.parallel(tensors.total)
+        codecs = ()
+        if tensors.bits == 8:  # float32 params; the codebooks ride along
+            optim = lib.fo_optim8_f32
+            signed = np.array([tensors.signed.get(name, True) for name in slots], np.uint8)
+            codecs = (_ptr("unsigned char[]", signed), _ptr("float[]", _MAPS),
+                      _ptr("int32_t[]", _BUCKETS))
 
         def run(grads, hyper, packed):
             parts = self.threads() if parallel else 1  # OMP_NUM_THREADS may change
             addresses, chunks = _tables.optim_tables(tensors, slots, parts)
             status = optim(variant, _ptr("int64_t[]", _tables.with_grads(addresses, grads)),
-                           _ptr("int64_t[]", chunks), len(chunks), _ptr(ctype, packed), parts)
+                           _ptr("int64_t[]", chunks), len(chunks), _ptr(ctype, packed), parts,
+                           *codecs)
             if status != 0:  # unreachable through the public API, which validates first
                 raise RuntimeError(f"the C backend has no kernel variant {variant}")
         return run

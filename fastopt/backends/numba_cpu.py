@@ -19,7 +19,6 @@ facts that let LLVM vectorise the element loop, and runs 3-10x slower.)
 """
 
 import contextlib
-import functools
 import threading
 from types import SimpleNamespace
 
@@ -33,7 +32,7 @@ from numba.extending import intrinsic
 from .. import _bn_math, _bn_passes, quant
 from ..rules import source_stamp
 from ..rules._elements import element_functions
-from ..rules._spec import HYPER_LEN, ZERO
+from ..rules._spec import HYPER_LEN
 from . import _dispatch, _tables
 from ._base import Backend
 from ._numba_cache import disk_cache
@@ -526,7 +525,6 @@ class NumbaBackend(Backend):
 
     name = "numba"
     single_call = True
-    supports_8bit = True
     bn_math = BN_MATH
     bn_passes = _window_pass(_BN_FORWARD), _window_pass(_BN_BACKWARD)
 

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from numba import config, cuda
 
-from .. import _device
+from .. import _device, quant
 from ..rules import RULES
 from ..rules._elements import element_functions
 from ..rules._spec import ZERO
@@ -46,7 +46,14 @@ if SIMULATED:
             return np.empty(0, dtype=type(like))
         ctype = np.ctypeslib.as_ctypes_type(np.dtype(type(like)))
         return np.ctypeslib.as_array((ctype * (1 << 30)).from_address(int(address)))
+
+    _float_bits = quant.float_bits
+
+    def _bits_float(bits):
+        """The float32 whose bits are the low 32 of ``bits``."""
+        return np.array(bits & 0xFFFFFFFF, dtype=np.uint32).view(np.float32)[()]
 else:
+    from llvmlite import ir
     from numba import types
     from numba.cuda.extending import intrinsic
 
@@ -60,13 +67,34 @@ else:
 
         return pointer(types.int64, like), codegen
 
+    @intrinsic
+    def _float_bits(typingctx, x):
+        """The bits of a float32 as a uint32."""
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.IntType(32))
+
+        return types.uint32(types.float32), codegen
+
+    @intrinsic
+    def _bits_float(typingctx, bits):
+        """The float32 whose bits are the low 32 of ``bits``."""
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
+
+        return types.float32(types.int64), codegen
+
 if SIMULATED:
     _cuda_overload = None
 else:
     from numba.cuda.extending import overload as _cuda_overload
-_update_element = _dispatch.rule_dispatcher(
-    tuple(update for update, _ in element_functions(cuda.jit(device=True))), 9,
-    _cuda_overload)
+_ELEMENTS = element_functions(cuda.jit(device=True))
+_update_element = _dispatch.rule_dispatcher(tuple(update for update, _ in _ELEMENTS), 9,
+                                            _cuda_overload)
+_step_element = _dispatch.rule_dispatcher(tuple(step for _, step in _ELEMENTS), 7,
+                                          _cuda_overload)
+_encode = quant.encoder(cuda.jit(device=True), _float_bits)
 
 
 def _make_optim_kernel(rule_id, flags, used):
@@ -84,6 +112,100 @@ def _make_optim_kernel(rule_id, flags, used):
                 _update_element(rule_id, flags, used, p, g, s0, s1, s2, i, h)
 
     return optim_kernel
+
+
+def _make_optim8_kernel(rule_id, flags, used, signed):
+    """The kernel of one rule variant over float32 params with 8-bit state
+    (:mod:`fastopt.quant`): a thread block takes a chunk's quantization blocks one
+    after the other; its threads decode their elements' states with the block's old
+    absmax, step them as the float32 kernel does, keep the new states in shared
+    memory and their largest magnitude by a block reduction, then code them with that
+    new absmax. ``signed``: per slot, whether it uses the signed codebook."""
+    block = quant.BLOCK_SIZE
+    assert CHUNK % block == 0  # chunks start on block boundaries
+    rows = tuple(0 if s else 1 for s in signed)  # rows of the maps and buckets arrays
+    A = _tables.ABSMAX0
+
+    @cuda.jit
+    def optim8_kernel(addresses, grads, chunks, h, maps, buckets):
+        zero = h[ZERO]
+        values = cuda.shared.array((3, block), np.float32)
+        shared = cuda.shared.array(THREADS, np.int64)
+        tid = cuda.threadIdx.x
+        for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+            t = chunks[c, 0]
+            p = _element_pointer(addresses[t, _P], zero)
+            g = _element_pointer(grads[t], zero)
+            q0 = _element_pointer(addresses[t, _S0], np.uint8(0))
+            q1 = _element_pointer(addresses[t, _S0 + 1], np.uint8(0))
+            q2 = _element_pointer(addresses[t, _S0 + 2], np.uint8(0))
+            m0 = _element_pointer(addresses[t, A], zero)
+            m1 = _element_pointer(addresses[t, A + 1], zero)
+            m2 = _element_pointer(addresses[t, A + 2], zero)
+            for lo in range(chunks[c, 1], chunks[c, 2], block):
+                hi = min(lo + block, chunks[c, 2])
+                b = lo // block
+                old0 = m0[b] if used[0] else zero
+                old1 = m1[b] if used[1] else zero
+                old2 = m2[b] if used[2] else zero
+                top0 = 0
+                top1 = 0
+                top2 = 0
+                for i in range(lo + tid, hi, cuda.blockDim.x):
+                    a0 = maps[rows[0], q0[i]] * old0 if used[0] else zero
+                    a1 = maps[rows[1], q1[i]] * old1 if used[1] else zero
+                    a2 = maps[rows[2], q2[i]] * old2 if used[2] else zero
+                    p[i], a0, a1, a2 = _step_element(rule_id, flags, p[i], g[i], a0, a1, a2, h)
+                    values[0, i - lo] = a0
+                    values[1, i - lo] = a1
+                    values[2, i - lo] = a2
+                    # the new absmax: the largest magnitude's bits (a NaN's exceed Inf's)
+                    top0 = max(top0, np.int64(_float_bits(a0)) & 0x7FFFFFFF)
+                    top1 = max(top1, np.int64(_float_bits(a1)) & 0x7FFFFFFF)
+                    top2 = max(top2, np.int64(_float_bits(a2)) & 0x7FFFFFFF)
+                if used[0]:
+                    top0 = _block_max(shared, top0)
+                if used[1]:
+                    top1 = _block_max(shared, top1)
+                if used[2]:
+                    top2 = _block_max(shared, top2)
+                absmax0 = _bits_float(top0)
+                absmax1 = _bits_float(top1)
+                absmax2 = _bits_float(top2)
+                for i in range(lo + tid, hi, cuda.blockDim.x):
+                    if used[0]:
+                        q0[i] = _encode(values[0, i - lo], absmax0, buckets[rows[0]], signed[0])
+                    if used[1]:
+                        q1[i] = _encode(values[1, i - lo], absmax1, buckets[rows[1]], signed[1])
+                    if used[2]:
+                        q2[i] = _encode(values[2, i - lo], absmax2, buckets[rows[2]], signed[2])
+                if tid == 0:
+                    if used[0]:
+                        m0[b] = absmax0
+                    if used[1]:
+                        m1[b] = absmax1
+                    if used[2]:
+                        m2[b] = absmax2
+                cuda.syncthreads()  # before the next block's values overwrite these
+
+    return optim8_kernel
+
+
+@cuda.jit(device=True)
+def _block_max(shared, value):
+    """The largest ``value`` (int64) over the block, by a tree in ``shared``."""
+    tid = cuda.threadIdx.x
+    shared[tid] = value
+    cuda.syncthreads()
+    stride = cuda.blockDim.x // 2
+    while stride > 0:
+        if tid < stride:
+            shared[tid] = max(shared[tid], shared[tid + stride])
+        cuda.syncthreads()
+        stride //= 2
+    top = shared[0]
+    cuda.syncthreads()
+    return top
 
 
 @cuda.jit(device=True)
@@ -183,12 +305,26 @@ class CudaBackend(Backend):
         self._kernels = {}
         self._chunk_tables = {}
 
-    def _kernel(self, rule_name, flags, used):
-        key = (rule_name, flags, used)
+    def _kernel(self, rule_name, flags, used, signed=None):
+        """The kernel of a rule variant; ``signed`` (per slot, the codebook) for 8-bit
+        state."""
+        key = (rule_name, flags, used, signed)
         kernel = self._kernels.get(key)
         if kernel is None:
-            kernel = self._kernels[key] = _make_optim_kernel(RULES[rule_name].id, flags, used)
+            rule_id = RULES[rule_name].id
+            kernel = self._kernels[key] = _make_optim_kernel(rule_id, flags, used) \
+                if signed is None else _make_optim8_kernel(rule_id, flags, used, signed)
         return kernel
+
+    def _codecs(self):
+        """The codebooks and their encoder tables on the device (signed row first)."""
+        codecs = self._kernels.get("codecs")
+        if codecs is None:
+            codecs = self._kernels["codecs"] = (
+                cuda.to_device(np.stack([quant.SIGNED_MAP, quant.UNSIGNED_MAP])),
+                cuda.to_device(np.stack([quant.encoder_tables(True),
+                                         quant.encoder_tables(False)])))
+        return codecs
 
     def _chunks(self, sizes):
         key = tuple(int(s) for s in sizes)
@@ -204,13 +340,25 @@ class CudaBackend(Backend):
         tables = tensors.cache.get(key)
         if tables is None:
             lo, hi = part
-            addresses = _tables.address_table(tensors, slots, _device.address)[lo:hi]
+            addresses = _tables.address_table(tensors, slots, _device.address)
+            if tensors.bits == 8:  # the slots' absmax arrays follow their codes
+                scales = np.zeros((len(tensors.params), 3), dtype=np.int64)
+                for column, name in enumerate(slots):
+                    if name is not None:
+                        scales[:, column] = [_device.address(a) for a in tensors.absmax[name]]
+                addresses = np.concatenate([addresses, scales], axis=1)
+            addresses = addresses[lo:hi]
             tables = tensors.cache[key] = (cuda.to_device(np.ascontiguousarray(addresses)),
                                            self._chunks(tensors.sizes[lo:hi]))
         return tables
 
     def _launcher(self, rule, tensors, flags, slots):
-        kernel = self._kernel(rule.name, flags, tuple(name is not None for name in slots))
+        used = tuple(name is not None for name in slots)
+        if tensors.bits == 8:
+            signed = tuple(tensors.signed.get(name, True) for name in slots)
+            kernel, codecs = self._kernel(rule.name, flags, used, signed), self._codecs()
+        else:
+            kernel, codecs = self._kernel(rule.name, flags, used), ()
         parts = [(lo, min(lo + MAX_TENSORS_PER_LAUNCH, len(tensors.params)))
                  for lo in range(0, len(tensors.params), MAX_TENSORS_PER_LAUNCH)]
 
@@ -219,7 +367,8 @@ class CudaBackend(Backend):
             for lo, hi in parts:
                 addresses, chunks = self._tables(tensors, slots, (lo, hi))
                 grad_addresses = tuple(_device.address(g) for g in grads[lo:hi])
-                kernel[_blocks(chunks.shape[0]), THREADS](addresses, grad_addresses, chunks, h)
+                kernel[_blocks(chunks.shape[0]), THREADS](addresses, grad_addresses, chunks, h,
+                                                          *codecs)
         return run
 
     def _chunk_reduction(self, arrays, probe_finite):

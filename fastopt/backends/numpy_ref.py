@@ -13,8 +13,6 @@ class NumpyBackend(Backend):
 
     name = "numpy"
 
-    supports_8bit = True
-
     def _launcher(self, rule, tensors, flags, slots):
         """One tensor at a time through the rule's NumPy reference; 8-bit state is
         decoded to float32 for the step and coded again after it, block by block

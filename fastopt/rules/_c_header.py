@@ -1,14 +1,16 @@
 """The C backend's rule constants, generated from the rule declarations.
 
 ``python -m fastopt.rules._c_header [csrc]`` writes ``fo_rules.h`` (scalar indices, rule
-ids, the table of compiled variants) and ``fo_rule_bodies.h`` (the includes of each
-rule's C body, ``csrc/rules/NAME.h``). Both are committed; a test checks that they are
-what this module generates, so the C kernels cannot drift from the Python rules.
+ids, the table of compiled variants, the 8-bit encoder's layout) and
+``fo_rule_bodies.h`` (the includes of each rule's C body, ``csrc/rules/NAME.h``). Both
+are committed; a test checks that they are what this module generates, so the C
+kernels cannot drift from the Python rules.
 """
 
 import os
 import sys
 
+from .. import quant
 from . import RULES
 from ._spec import COMMON, HYPER_LEN
 
@@ -26,6 +28,13 @@ def rules_header():
         lines += ["", f"/* {rule.name} */", f"#define FO_RULE_{rule.name.upper()} {rule.id}"]
         lines += [f"#define FO_{rule.name.upper()}_{name.upper()} {i}"
                   for i, name in enumerate(rule.scalars, start=len(COMMON))]
+    lines += ["", "/* Blockwise 8-bit state (fastopt/quant.py): the block size, the encoder's",
+              "   bucket index (frexp exponent and top mantissa bits) and its table length. */",
+              f"#define FO_QUANT_BLOCK {quant.BLOCK_SIZE}",
+              f"#define FO_QUANT_MANTISSA_BITS {quant.MANTISSA_BITS}",
+              f"#define FO_QUANT_LOW_BITS {quant.LOW_BITS}",
+              f"#define FO_QUANT_MIN_EXPONENT ({quant.MIN_EXPONENT})",
+              f"#define FO_QUANT_BUCKETS {quant.encoder_tables(True).size}"]
     lines += ["", f"#define FO_N_VARIANTS {16 * len(RULES)}",
               "/* X(index, rule, flag0, flag1, scaled, decayed) for every compiled variant. */",
               "#define FO_VARIANTS(X) \\"]
