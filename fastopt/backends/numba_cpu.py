@@ -33,7 +33,7 @@ from .. import _bn_math, _bn_passes, quant
 from ..rules import source_stamp
 from ..rules._elements import element_functions
 from ..rules._spec import HYPER_LEN
-from . import _dispatch, _tables
+from . import _bitcast, _dispatch, _tables
 from ._base import Backend
 from ._numba_cache import disk_cache
 
@@ -167,26 +167,7 @@ def _make_optim_kernel(rule_id, flags, used, dtype, stamp):
     return optim_kernel
 
 
-@intrinsic
-def _float_bits(typingctx, x):
-    """The bits of a float32 as a uint32 (a bit cast, which vectorises)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.uint32(types.float32), codegen
-
-
-@intrinsic
-def _bits_float(typingctx, bits):
-    """The float32 whose bits are the low 32 of ``bits``."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
-
-    return types.float32(types.int64), codegen
-
-
+_float_bits, _bits_float = _bitcast.bit_casts(intrinsic)
 _encode = quant.encoder(numba.njit(inline="always"), _float_bits)
 
 

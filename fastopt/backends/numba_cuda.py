@@ -25,7 +25,7 @@ from .. import _device, quant
 from ..rules import RULES
 from ..rules._elements import element_functions
 from ..rules._spec import ZERO
-from . import _dispatch, _tables
+from . import _bitcast, _dispatch, _tables
 from ._base import Backend
 from ._numba_cache import disk_cache
 from ._tables import one_window  # CudaBackend has a method named _tables
@@ -53,7 +53,6 @@ if SIMULATED:
         """The float32 whose bits are the low 32 of ``bits``."""
         return np.array(bits & 0xFFFFFFFF, dtype=np.uint32).view(np.float32)[()]
 else:
-    from llvmlite import ir
     from numba import types
     from numba.cuda.extending import intrinsic
 
@@ -67,23 +66,7 @@ else:
 
         return pointer(types.int64, like), codegen
 
-    @intrinsic
-    def _float_bits(typingctx, x):
-        """The bits of a float32 as a uint32."""
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.IntType(32))
-
-        return types.uint32(types.float32), codegen
-
-    @intrinsic
-    def _bits_float(typingctx, bits):
-        """The float32 whose bits are the low 32 of ``bits``."""
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
-
-        return types.float32(types.int64), codegen
+    _float_bits, _bits_float = _bitcast.bit_casts(intrinsic)
 
 if SIMULATED:
     _cuda_overload = None
@@ -191,38 +174,40 @@ def _make_optim8_kernel(rule_id, flags, used, signed):
     return optim8_kernel
 
 
-@cuda.jit(device=True)
-def _block_max(shared, value):
-    """The largest ``value`` (int64) over the block, by a tree in ``shared``."""
-    tid = cuda.threadIdx.x
-    shared[tid] = value
-    cuda.syncthreads()
-    stride = cuda.blockDim.x // 2
-    while stride > 0:
-        if tid < stride:
-            shared[tid] = max(shared[tid], shared[tid + stride])
+def _block_reduction(combine):
+    """A device function ``reduce(shared, value)``: ``value`` combined over the thread
+    block by ``combine`` in a fixed tree in ``shared`` (one slot per thread)."""
+
+    @cuda.jit(device=True)
+    def reduce(shared, value):
+        tid = cuda.threadIdx.x
+        shared[tid] = value
         cuda.syncthreads()
-        stride //= 2
-    top = shared[0]
-    cuda.syncthreads()
-    return top
+        stride = cuda.blockDim.x // 2
+        while stride > 0:
+            if tid < stride:
+                shared[tid] = combine(shared[tid], shared[tid + stride])
+            cuda.syncthreads()
+            stride //= 2
+        total = shared[0]
+        cuda.syncthreads()
+        return total
+
+    return reduce
 
 
 @cuda.jit(device=True)
-def _block_sum(shared, value):
-    """The sum of ``value`` over the block, by a fixed tree in ``shared`` (float64)."""
-    tid = cuda.threadIdx.x
-    shared[tid] = value
-    cuda.syncthreads()
-    stride = cuda.blockDim.x // 2
-    while stride > 0:
-        if tid < stride:
-            shared[tid] += shared[tid + stride]
-        cuda.syncthreads()
-        stride //= 2
-    total = shared[0]
-    cuda.syncthreads()
-    return total
+def _add(a, b):
+    return a + b
+
+
+@cuda.jit(device=True)
+def _larger(a, b):
+    return max(a, b)
+
+
+_block_sum = _block_reduction(_add)  # float64 partial sums
+_block_max = _block_reduction(_larger)  # int64 bit patterns of magnitudes
 
 
 @cuda.jit
