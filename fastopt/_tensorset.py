@@ -90,6 +90,11 @@ class TensorSet:
         tensors.bits, tensors.absmax, tensors.signed = 8, absmax, signs
         return tensors
 
+    def signs(self, slots):
+        """Per state slot (``slots``: names, None where unused) of an 8-bit set,
+        whether its codes use the signed codebook (True for an unused slot)."""
+        return tuple(self.signed.get(name, True) for name in slots)
+
     def shaped(self, flat, i):
         """State ``flat`` of tensor ``i`` seen with its param's shape and order."""
         return flat.reshape(self.shapes[i], order=self.orders[i])

@@ -104,8 +104,9 @@ def runners(n, methods):
 
 
 def _torch_state_bytes(opt):
-    return sum(v.nbytes for state in opt.state.values() for v in state.values()
-               if hasattr(v, "nbytes") and v.dim() > 0 and v.numel() > 256)
+    # per-param state tensors; bitsandbytes' "qmap" entries are the shared codebooks
+    return sum(v.nbytes for state in opt.state.values() for k, v in state.items()
+               if hasattr(v, "nbytes") and v.dim() > 0 and not k.startswith("qmap"))
 
 
 def measure(sizes, methods, rounds, progress=None):

@@ -18,6 +18,8 @@ bitsandbytes where those are installed.
 """
 
 
+import functools
+
 import numpy as np
 
 BLOCK_SIZE = 256
@@ -241,6 +243,7 @@ MIN_EXPONENT = -22
 _NEVER = 1 << LOW_BITS  # a threshold no low bits reach
 
 
+@functools.cache
 def encoder_tables(signed):
     """The encoder's bucket table (int32, read-only), one entry per bucket: ``k << 16 |
     exact << 15 | t``, where k indexes the codebook's magnitudes (0 first: the signed
@@ -271,6 +274,17 @@ def encoder_tables(signed):
     buckets = buckets.astype(np.int32)
     buckets.flags.writeable = False
     return buckets
+
+
+@functools.cache
+def codec_tables():
+    """``(maps, buckets)`` for the C and CUDA kernels, signed row first: the two
+    codebooks (2, 256) and their :func:`encoder_tables` (2, buckets), read-only."""
+    tables = (np.stack([SIGNED_MAP, UNSIGNED_MAP]),
+              np.stack([encoder_tables(True), encoder_tables(False)]))
+    for table in tables:
+        table.flags.writeable = False
+    return tables
 
 
 def float_bits(x):
@@ -311,4 +325,4 @@ def encoder(jit, bits):
 
 __all__ = ["BLOCK_SIZE", "SIGNED_MAP", "UNSIGNED_MAP", "create_dynamic_map", "codebook",
            "blocks", "zero_code", "encode", "quantize_blockwise", "dequantize_blockwise",
-           "encoder_tables", "encode_value", "encoder", "float_bits"]
+           "encoder_tables", "codec_tables", "encode_value", "encoder", "float_bits"]

@@ -92,19 +92,26 @@ def balanced_chunk_table(sizes, parts, chunk=CHUNK, align=16):
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
+ABSMAX0 = SLOT0 + 3  # 8-bit sets: the state slots hold codes; their absmax follow
+
+
 def address_table(tensors, slots, address_of=address):
     """``(n_tensors, 5)`` int64 addresses: param, grad (0, filled per step) and the
-    three state slots (0 where unused). ``address_of`` reads one array's address
-    (host arrays by default; the CUDA backend passes its device reader)."""
-    addresses = np.zeros((len(tensors.params), SLOT0 + 3), dtype=np.int64)
+    three state slots (0 where unused); for 8-bit state (``tensors.bits == 8``) three
+    more columns from :data:`ABSMAX0`, the slots' absmax arrays. ``address_of`` reads
+    one array's address (host arrays by default; the CUDA backend passes its device
+    reader)."""
+    eight_bit = tensors.bits == 8
+    addresses = np.zeros((len(tensors.params), (ABSMAX0 if eight_bit else SLOT0) + 3),
+                         dtype=np.int64)
     addresses[:, PARAM] = [address_of(p) for p in tensors.params]
-    for column, name in enumerate(slots, start=SLOT0):
+    for column, name in enumerate(slots):
         if name is not None:
-            addresses[:, column] = [address_of(s) for s in tensors.states[name]]
+            addresses[:, SLOT0 + column] = [address_of(s) for s in tensors.states[name]]
+            if eight_bit:
+                addresses[:, ABSMAX0 + column] = [address_of(a)
+                                                  for a in tensors.absmax[name]]
     return addresses
-
-
-ABSMAX0 = SLOT0 + 3  # 8-bit sets: the state slots hold codes; their absmax follow
 
 
 def block_chunk_table(sizes, parts, block):
@@ -124,22 +131,13 @@ def block_chunk_table(sizes, parts, block):
 
 def optim_tables(tensors, slots, parts):
     """The (cached) address table of a TensorSet for the given state slots, and its
-    chunk table balanced over ``parts`` threads. For 8-bit state the table has three
-    more columns, the slots' absmax arrays, and the chunks are whole blocks."""
+    chunk table balanced over ``parts`` threads (for 8-bit state, of whole blocks)."""
     key = ("tables", slots, parts)
     tables = tensors.cache.get(key)
     if tables is None:
-        addresses = address_table(tensors, slots)
-        if tensors.bits == 8:
-            scales = np.zeros((len(tensors.params), 3), dtype=np.int64)
-            for column, name in enumerate(slots):
-                if name is not None:
-                    scales[:, column] = [address(a) for a in tensors.absmax[name]]
-            addresses = np.concatenate([addresses, scales], axis=1)
-            chunks = block_chunk_table(tensors.sizes, parts, BLOCK_SIZE)
-        else:
-            chunks = balanced_chunk_table(tensors.sizes, parts)
-        tables = tensors.cache[key] = (addresses, chunks)
+        chunks = block_chunk_table(tensors.sizes, parts, BLOCK_SIZE) if tensors.bits == 8 \
+            else balanced_chunk_table(tensors.sizes, parts)
+        tables = tensors.cache[key] = (address_table(tensors, slots), chunks)
     return tables
 
 

@@ -33,8 +33,7 @@ def _contiguous(*arrays):
 
 
 # The codebooks and their encoder tables, signed then unsigned, for the 8-bit kernel.
-_MAPS = np.concatenate([quant.SIGNED_MAP, quant.UNSIGNED_MAP])
-_BUCKETS = np.concatenate([quant.encoder_tables(True), quant.encoder_tables(False)])
+_MAPS, _BUCKETS = (table.reshape(-1) for table in quant.codec_tables())
 
 
 class CBackend(Backend):
@@ -68,7 +67,7 @@ class CBackend(Backend):
         codecs = ()
         if tensors.bits == 8:  # float32 params; the codebooks ride along
             optim = lib.fo_optim8_f32
-            signed = np.array([tensors.signed.get(name, True) for name in slots], np.uint8)
+            signed = np.array(tensors.signs(slots), np.uint8)
             codecs = (_ptr("unsigned char[]", signed), _ptr("float[]", _MAPS),
                       _ptr("int32_t[]", _BUCKETS))
 

@@ -526,8 +526,7 @@ class NumbaBackend(Backend):
 
     def _launcher(self, rule, tensors, flags, slots):
         used = tuple(name is not None for name in slots)
-        signed = None if tensors.bits != 8 else \
-            tuple(tensors.signed.get(name, True) for name in slots)
+        signed = tensors.signs(slots) if tensors.bits == 8 else None
         kernel = self._kernel(rule, flags, used, tensors.dtype, signed)
         if _tables.parallel(tensors.total):
             def run(grads, hyper, packed):

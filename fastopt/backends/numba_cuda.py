@@ -17,6 +17,8 @@ runs as Python, with small chunks; there device memory is host memory, and
 ``_element_pointer`` views it through ctypes instead of the CUDA intrinsic.
 """
 
+import functools
+
 import numba
 import numpy as np
 from numba import config, cuda
@@ -277,6 +279,12 @@ def _bn_affine(a, b, p, q, r, out, use_b, c0):
 _bn_totals = numba.njit(cache=disk_cache())(_tables.bn_totals)  # on the host copies
 
 
+@functools.cache
+def _device_codecs():
+    """The codebooks and their encoder tables on the device (signed rows first)."""
+    return tuple(cuda.to_device(table) for table in quant.codec_tables())
+
+
 def _blocks(n):
     return max(1, min(int(n), 65535 if SIMULATED else 1 << 20))
 
@@ -301,16 +309,6 @@ class CudaBackend(Backend):
                 if signed is None else _make_optim8_kernel(rule_id, flags, used, signed)
         return kernel
 
-    def _codecs(self):
-        """The codebooks and their encoder tables on the device (signed row first)."""
-        codecs = self._kernels.get("codecs")
-        if codecs is None:
-            codecs = self._kernels["codecs"] = (
-                cuda.to_device(np.stack([quant.SIGNED_MAP, quant.UNSIGNED_MAP])),
-                cuda.to_device(np.stack([quant.encoder_tables(True),
-                                         quant.encoder_tables(False)])))
-        return codecs
-
     def _chunks(self, sizes):
         key = tuple(int(s) for s in sizes)
         table = self._chunk_tables.get(key)
@@ -325,14 +323,7 @@ class CudaBackend(Backend):
         tables = tensors.cache.get(key)
         if tables is None:
             lo, hi = part
-            addresses = _tables.address_table(tensors, slots, _device.address)
-            if tensors.bits == 8:  # the slots' absmax arrays follow their codes
-                scales = np.zeros((len(tensors.params), 3), dtype=np.int64)
-                for column, name in enumerate(slots):
-                    if name is not None:
-                        scales[:, column] = [_device.address(a) for a in tensors.absmax[name]]
-                addresses = np.concatenate([addresses, scales], axis=1)
-            addresses = addresses[lo:hi]
+            addresses = _tables.address_table(tensors, slots, _device.address)[lo:hi]
             tables = tensors.cache[key] = (cuda.to_device(np.ascontiguousarray(addresses)),
                                            self._chunks(tensors.sizes[lo:hi]))
         return tables
@@ -340,8 +331,8 @@ class CudaBackend(Backend):
     def _launcher(self, rule, tensors, flags, slots):
         used = tuple(name is not None for name in slots)
         if tensors.bits == 8:
-            signed = tuple(tensors.signed.get(name, True) for name in slots)
-            kernel, codecs = self._kernel(rule.name, flags, used, signed), self._codecs()
+            kernel = self._kernel(rule.name, flags, used, tensors.signs(slots))
+            codecs = _device_codecs()
         else:
             kernel, codecs = self._kernel(rule.name, flags, used), ()
         parts = [(lo, min(lo + MAX_TENSORS_PER_LAUNCH, len(tensors.params)))
