@@ -199,3 +199,108 @@ void SFX(fo_bn_affine)(const REAL *a, const REAL *b, const REAL *p, const REAL *
         SFX(fo_bn_row)(a + at, b ? b + at : NULL, p[c], b ? q[c] : 0, r[c], out + at, inner);
     }
 }
+
+/* Batch norm's per-channel maths (fastopt/_bn_math.py) and its passes over one window
+   (fastopt/_bn_passes.py), transliterated: float64, the same operations in the same
+   order (no FMA contraction), so the statistics and coefficients have the bits of the
+   NumPy and Numba versions, and a window costs one call from Python rather than a
+   dozen NumPy calls on per-channel vectors. */
+
+/* np.maximum(v, 0.0): NaN stays NaN, and -0.0 is kept. */
+FO_INLINE double SFX(bn_nonnegative)(double v) { return (v >= 0.0 || v != v) ? v : 0.0; }
+
+/* Zeroed partial sums for fo_bn_sums (two blocks of n_row_blocks * channels doubles),
+   or NULL. */
+static double *SFX(bn_partials)(int64_t outer, int64_t rows, int64_t channels)
+{
+    const int64_t n_row_blocks = (outer + rows - 1) / rows;
+    return calloc((size_t)(2 * n_row_blocks * channels + 1), sizeof(double));
+}
+
+int SFX(fo_bn_forward)(const REAL *x, const double *shift, double *mean, double *var,
+                       double *invstd, const REAL *gamma, const REAL *beta, double eps,
+                       int64_t n, int training, REAL *y, int64_t outer, int64_t channels,
+                       int64_t stride, int64_t inner, int64_t rows, int64_t cols)
+{
+    double *s1 = NULL;
+    REAL *coef = malloc((size_t)(2 * channels + 1) * sizeof(REAL));
+    if (training)
+        s1 = SFX(bn_partials)(outer, rows, channels);
+    if (!coef || (training && !s1)) {
+        free(coef);
+        free(s1);
+        return -1;
+    }
+    if (training) {
+        double *s2 = s1 + (outer + rows - 1) / rows * channels;
+        SFX(fo_bn_sums)(x, x, shift, shift, outer, channels, stride, inner, rows, cols,
+                        s1, s2);
+        for (int64_t c = 0; c < channels; c++) { /* forward_statistics */
+            const double centred = s1[c] / (double)n;
+            mean[c] = shift[c] + centred;
+            var[c] = SFX(bn_nonnegative)(s2[c] / (double)n - centred * centred);
+        }
+    }
+    for (int64_t c = 0; c < channels; c++) { /* forward_coefficients */
+        invstd[c] = 1.0 / sqrt(var[c] + eps);
+        const double alpha = (double)gamma[c] * invstd[c];
+        coef[c] = (REAL)alpha;
+        coef[channels + c] = (REAL)((double)beta[c] - mean[c] * alpha);
+    }
+    SFX(fo_bn_affine)(x, NULL, coef, NULL, coef + channels, y, outer, channels, stride,
+                      inner);
+    free(coef);
+    free(s1);
+    return 0;
+}
+
+int SFX(fo_bn_backward)(const REAL *dy, const REAL *x, const double *mean,
+                        const double *invstd, const REAL *gamma, int64_t n, int training,
+                        REAL *dx, double *dgamma, double *dbeta, int64_t outer,
+                        int64_t channels, int64_t stride, int64_t inner, int64_t rows,
+                        int64_t cols)
+{
+    double *s1 = SFX(bn_partials)(outer, rows, channels);
+    double *zeros = calloc((size_t)(channels + 1), sizeof(double));
+    REAL *coef = malloc((size_t)(3 * channels + 1) * sizeof(REAL));
+    if (!s1 || !zeros || !coef) {
+        free(s1);
+        free(zeros);
+        free(coef);
+        return -1;
+    }
+    double *s2 = s1 + (outer + rows - 1) / rows * channels;
+    SFX(fo_bn_sums)(dy, x, zeros, mean, outer, channels, stride, inner, rows, cols, s1, s2);
+    for (int64_t c = 0; c < channels; c++) { /* backward_coefficients */
+        const double sum_dy_xc = s2[c];
+        dbeta[c] = s1[c];
+        dgamma[c] = invstd[c] * sum_dy_xc;
+        const double scale = (double)gamma[c] * invstd[c];
+        const double slope = -scale * invstd[c] * invstd[c] * sum_dy_xc / (double)n;
+        coef[c] = (REAL)scale;
+        coef[channels + c] = (REAL)slope;
+        /* inference: dx = dy * scale + 0 (the statistics were constants) */
+        coef[2 * channels + c] = training ? (REAL)(-scale * s1[c] / (double)n - slope * mean[c])
+                                          : (REAL)0;
+    }
+    SFX(fo_bn_affine)(dy, training ? x : NULL, coef, coef + channels, coef + 2 * channels, dx,
+                      outer, channels, stride, inner);
+    free(s1);
+    free(zeros);
+    free(coef);
+    return 0;
+}
+
+/* running = (1 - momentum) * running + momentum * statistic, in float64, stored in the
+   array's type; the variance's statistic unbiased, var * n / (n - 1). */
+void SFX(fo_bn_running_update)(REAL *running_mean, REAL *running_var, const double *mean,
+                               const double *var, double momentum, int64_t n,
+                               int64_t channels)
+{
+    const double keep = 1.0 - momentum;
+    for (int64_t c = 0; c < channels; c++) {
+        running_mean[c] = (REAL)(keep * (double)running_mean[c] + momentum * mean[c]);
+        running_var[c] = (REAL)(keep * (double)running_var[c]
+                                + momentum * var[c] * (double)n / (double)(n - 1));
+    }
+}

@@ -5,6 +5,7 @@
 #include <tgmath.h> /* sqrt of a float is sqrtf: no double rounding */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fastopt.h"

@@ -68,8 +68,8 @@ FO_CLONES static void fo_quantize(const float *restrict values, const int64_t n,
         codes[j] = (uint8_t)fo_encode(values[j], absmax, buckets, zero);
 }
 
-int fo_optim8_f32(int variant, const int64_t *addresses, const int64_t *chunks,
-                  int64_t n_chunks, const float *hyper, int threads,
+int fo_optim8_f32(int variant, const int64_t *addresses, const char *const *grads,
+                  const int64_t *chunks, int64_t n_chunks, const float *hyper, int threads,
                   const unsigned char *signed_slots, const float *maps,
                   const int32_t *buckets)
 {
@@ -84,7 +84,7 @@ int fo_optim8_f32(int variant, const int64_t *addresses, const int64_t *chunks,
         const int64_t *a = addresses + 8 * row[0];
         const int64_t start = row[1], n = row[2] - row[1];
         float *p = FO_PTR(float, a[0]) + start;
-        const float *g = FO_PTR(const float, a[1]) + start;
+        const float *g = (const float *)grads[row[0]] + start;
         float decoded[3][FO_QUANT_BLOCK];
         for (int64_t lo = 0; lo < n; lo += FO_QUANT_BLOCK) {
             const int64_t m = n - lo < FO_QUANT_BLOCK ? n - lo : FO_QUANT_BLOCK;

@@ -80,8 +80,8 @@ int SFX(fo_has_variant)(int variant)
     return variant >= 0 && variant < FO_N_VARIANTS && SFX(variants)[variant] != NULL;
 }
 
-int SFX(fo_optim)(int variant, const int64_t *addresses, const int64_t *chunks,
-                  int64_t n_chunks, const REAL *hyper, int threads)
+int SFX(fo_optim)(int variant, const int64_t *addresses, const char *const *grads,
+                  const int64_t *chunks, int64_t n_chunks, const REAL *hyper, int threads)
 {
     if (!SFX(fo_has_variant)(variant))
         return -1; /* an unknown rule or flags: an error, never another rule */
@@ -96,7 +96,7 @@ int SFX(fo_optim)(int variant, const int64_t *addresses, const int64_t *chunks,
         REAL *slot[3];
         for (int k = 0; k < 3; k++)
             slot[k] = a[2 + k] ? FO_PTR(REAL, a[2 + k]) + start : NULL;
-        chunk(FO_PTR(REAL, a[0]) + start, FO_PTR(const REAL, a[1]) + start,
+        chunk(FO_PTR(REAL, a[0]) + start, (const REAL *)grads[row[0]] + start,
               slot[0], slot[1], slot[2], row[2] - start, hyper);
     }
     return 0;

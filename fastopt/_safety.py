@@ -51,6 +51,9 @@ class Spans:
         roots = [_root(a) for a in arrays]
         self._roots = {id(r) for r in roots}  # alive while the arrays are
         self._fast = all(type(r) is np.ndarray for r in roots)
+        # For a caller's quick test: an array that owns its memory (no base) and is
+        # none of these owners cannot overlap these arrays.
+        self.owners = self._roots if self._fast else None
         self._spans = [span(a) for a in arrays]  # in the order given
         items = sorted((s + (name,) for s, a, name in zip(self._spans, arrays, names)
                         if a.size), key=lambda item: item[0])
@@ -111,7 +114,7 @@ class _DeferredInterrupt:
     def __enter__(self):
         self._previous = None
         if _sig.getsignal(_SIGINT) is _sig.default_int_handler \
-                and threading.current_thread() is _MAIN:
+                and threading.get_ident() == _MAIN:
             self._received = False
             self._previous = _sig.signal(_SIGINT, self._record)
         return self
@@ -127,7 +130,7 @@ class _DeferredInterrupt:
         return False
 
 
-_MAIN = threading.main_thread()
+_MAIN = threading.main_thread().ident
 
 
 def deferred_interrupt():

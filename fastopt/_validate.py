@@ -69,17 +69,24 @@ def flat_grad(grad, like, where):
     return grad.ravel(order=order)
 
 
-def plain_flat_grads(grads, dtypes, params):
-    """``grads`` as 1-D views when each is a C-contiguous NumPy array of exactly its
-    param's dtype (``dtypes[i]``; None matches nothing) and shape: the common case,
-    told in a few operations. None for anything else, which :func:`flat_grad` then
-    takes, with its reordering or its error."""
-    flat = []
+def plain_flat_grads(grads, dtypes, params, spans, where):
+    """``grads`` as 1-D C-order arrays when each is a NumPy array of exactly its param's
+    dtype (``dtypes[i]``: a C-contiguous param's, None for a param this does not take)
+    and shape: the common case, told in a few operations. (``ravel`` views a
+    C-contiguous grad and copies any other, as :func:`flat_grad` does.) None for
+    anything else, which :func:`flat_grad` then takes, with its error. A grad that
+    overlaps the params' or states' memory (``spans``, a :class:`fastopt._safety.Spans`)
+    is refused here, ``where(i)`` naming it."""
+    owners = spans.owners  # None where owning its memory does not tell
+    apart = owners is not None
     for g, dtype, p in zip(grads, dtypes, params):
-        if type(g) is not np.ndarray or g.dtype is not dtype or g.shape != p.shape \
-                or not g.flags.c_contiguous:
+        if type(g) is not np.ndarray or g.dtype is not dtype or g.shape != p.shape:
             return None
-        flat.append(g.ravel())
+        if apart and (g.base is not None or id(g) in owners):
+            apart = False  # a view, or one of the arrays: see where its memory lies
+    flat = [g.ravel() for g in grads]
+    if not apart:
+        spans.check_grads(flat, where)
     return flat
 
 

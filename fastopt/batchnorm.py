@@ -146,6 +146,8 @@ def _window_passes(runner):
 
 def _share_memory(a, b):
     """Whether two channel vectors' data overlap (both on the host or both on a device)."""
+    if type(a) is type(b) is np.ndarray and a is not b and a.base is None and b.base is None:
+        return False  # two arrays that each own their memory
     if isinstance(a, np.ndarray) != isinstance(b, np.ndarray):
         return False
     if isinstance(a, np.ndarray):
@@ -155,6 +157,9 @@ def _share_memory(a, b):
 
 
 def _channel_vector(v, name, channels, dtype, writable=False):
+    if type(v) is np.ndarray and v.shape == (channels,) and v.dtype == dtype \
+            and (not writable or v.flags.writeable):
+        return v  # the common case, in a few operations
     if _device.is_device_array(v):
         v = _device.as_device_array(v)
     elif not isinstance(v, np.ndarray):
@@ -170,6 +175,9 @@ def _channel_vector(v, name, channels, dtype, writable=False):
 
 
 def _check_x(x, axis):
+    if type(x) is np.ndarray and x.dtype in _validate.FLOAT_DTYPES and x.ndim >= 2 \
+            and type(axis) is int and -x.ndim <= axis < x.ndim:
+        return x, axis % x.ndim  # the common case, in a few operations
     if _device.is_device_array(x):
         x = _device.as_device_array(x)
         if not x.is_c_contiguous():
@@ -239,18 +247,25 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
     y3 = _output(out, x, x3, "out", (x,))
     gamma_h, beta_h = _host(gamma), _host(beta)
     if training:
-        shift = _host(x3[0])[:, 0].astype(np.float64)
-        mean, var = np.empty(channels), np.empty(channels)
+        # one sample per channel: the shift of the sums (see fastopt._bn_passes)
+        shift = (x3[0, :, 0] if isinstance(x3, np.ndarray) else _host(x3[0])[:, 0]
+                 ).astype(np.float64)
+        mean = var = shift  # the pass computes them (the arguments are ignored)
         windows = _windows(runner, x3, 1, out)
     else:
         mean = _host(running_mean).astype(np.float64)
         var = _host(running_var).astype(np.float64)
         shift, windows = mean, ((0, channels),)  # no shift needed
-    invstd = np.empty(channels)
-    for window in windows:
-        w = slice(*window)
-        mean[w], var[w], invstd[w] = forward_pass(x3, shift[w], mean[w], var[w], gamma_h[w],
-                                                  beta_h[w], eps, n, training, y3, *window)
+    if len(windows) == 1:
+        mean, var, invstd = forward_pass(x3, shift, mean, var, gamma_h, beta_h, eps, n,
+                                         training, y3, 0, channels)
+    else:
+        mean, var, invstd = (np.empty(channels) for _ in range(3))
+        for window in windows:
+            w = slice(*window)
+            mean[w], var[w], invstd[w] = forward_pass(x3, shift[w], mean[w], var[w],
+                                                      gamma_h[w], beta_h[w], eps, n,
+                                                      training, y3, *window)
     if training and running_mean is not None:
         if isinstance(running_mean, np.ndarray):
             bn.running_update(running_mean, running_var, mean, var, momentum, n)
@@ -274,7 +289,9 @@ def batchnorm_backward(dy, cache, *, out=None):
     if not isinstance(cache, BatchNormCache):
         raise TypeError("cache must be the second value returned by batchnorm_forward")
     x = cache.x
-    _validate.flat_grad(dy, x, "dy")
+    if type(dy) is not np.ndarray or type(x) is not np.ndarray or dy.dtype != x.dtype \
+            or dy.shape != x.shape:
+        _validate.flat_grad(dy, x, "dy")  # the full check, and its error
     if not isinstance(x, np.ndarray):
         dy = _device.as_device_array(dy)
     runner = backends.get_backend(cache.backend)
@@ -283,11 +300,16 @@ def batchnorm_backward(dy, cache, *, out=None):
     x3, dy3 = _view3(x, cache.axis), _view3(dy, cache.axis)
     dx3 = _output(out, x, x3, "out", (x, dy))
     backward_pass, gamma = _window_passes(runner)[1], _host(cache.gamma)
-    dgamma, dbeta = np.empty(channels), np.empty(channels)
-    for window in _windows(runner, x3, 2, out):
-        w = slice(*window)
-        dgamma[w], dbeta[w] = backward_pass(dy3, x3, cache.mean[w], cache.invstd[w], gamma[w],
-                                            n, cache.training, dx3, *window)
+    windows = _windows(runner, x3, 2, out)
+    if len(windows) == 1:
+        dgamma, dbeta = backward_pass(dy3, x3, cache.mean, cache.invstd, gamma, n,
+                                      cache.training, dx3, 0, channels)
+    else:
+        dgamma, dbeta = np.empty(channels), np.empty(channels)
+        for window in windows:
+            w = slice(*window)
+            dgamma[w], dbeta[w] = backward_pass(dy3, x3, cache.mean[w], cache.invstd[w],
+                                                gamma[w], n, cache.training, dx3, *window)
     dx = dx3.reshape(x.shape) if out is None else out
     return dx, _on_side_of(x, dgamma.astype(x.dtype)), _on_side_of(x, dbeta.astype(x.dtype))
 

@@ -35,35 +35,48 @@ from .rules._spec import CONTEXT_DEFAULTS, REQUIRED
 
 
 def _as_list(x):
-    return list(x) if isinstance(x, (list, tuple)) else [x]
+    return x if type(x) is list else list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def run_rule(rule, params, grads, states, hyper, backend=None):
+def run_rule(rule, params, grads, states, hyper, backend=None, variant=None):
     """Check the arrays, then apply rule ``rule`` (a name in :data:`fastopt.rules.RULES`) with
     already-checked ``hyper`` to caller-owned params and state arrays (``states`` maps
     a state name to one array per param), one fused kernel call per dtype.
 
     Arrays seen before (the same objects, as when a trainer calls once per step with
-    the same weights and state) skip the checks that cannot have changed: their
-    tensor sets and overlap checks are cached (:func:`_tensor_sets`), and grads that
-    are plain C-contiguous arrays of the params' dtypes and shapes are checked in a
-    few operations. Everything else takes the full checks, with their errors."""
+    the same weights and state) take a straight route: their :class:`_Plan` (tensor
+    sets, overlap checks, launchers) is found by the arrays' ids, and grads that are
+    NumPy arrays of the params' dtypes and shapes are checked in a few operations.
+    Everything else takes the full checks, with their errors. ``variant``: the
+    kernel variant ``(Rule.kernel_flags(hyper), Rule.slots(hyper))`` where the caller
+    knows it (it depends on the options only, and a caller that checked them once can
+    keep it)."""
     params, grads = _as_list(params), _as_list(grads)
-    state_lists = {name: _as_list(arrays) for name, arrays in states.items()
-                   if arrays is not None}
-    entry = _cached_sets(rule, params, state_lists) if len(state_lists) == len(states) \
-        else None
-    flat_grads = _plain_grads(entry, grads) if entry is not None else None
-    if flat_grads is None:
-        _run_checked(rule, params, grads, states, hyper, backend)
-        return
-    _refs, sets, spans, _specs = entry
-    spans.check_grads(flat_grads, lambda i: f"grad {i}")
-    _launch(RULES[rule], sets, flat_grads, hyper,
-            backends.get_backend(backends.resolve_for(False, backend)))
+    arrays = params.copy()
+    for group in states.values():
+        if group is None:
+            break
+        arrays += _as_list(group)
+    else:
+        plan = _PLANS.get(_plan_key(rule, states, backend, arrays))
+        if plan is not None:
+            flat_grads = plan.plain_grads(arrays, grads)
+            if flat_grads is not None:
+                plan.run(RULES[rule], flat_grads, hyper, variant)
+                return
+    _run_checked(rule, params, grads, states, hyper, backend, variant)
 
 
-def _run_checked(rule, params, grads, states, hyper, backend):
+def _plan_key(rule, states, backend, arrays):
+    """The rule, the state names, what chooses the backend (the argument, and the
+    environment variable and fork state that apply without one) and the arrays' ids
+    (every state list as long as the params: the lengths follow from the names)."""
+    chooser = backend if backend is not None else \
+        (backends.environment_choice(), backends.FORKED)
+    return (rule, *states, chooser, *map(id, arrays))
+
+
+def _run_checked(rule, params, grads, states, hyper, backend, variant=None):
     """:func:`run_rule` with every check made (the first call on new arrays)."""
     if not params:
         raise ValueError("no params given")
@@ -86,81 +99,80 @@ def _run_checked(rule, params, grads, states, hyper, backend):
             raise ValueError(f"got {len(arrays)} {name} arrays for {len(params)} params")
         state_lists[name] = [_validate.state(s, p, f"{name} {i}") for i, (s, p) in
                              enumerate(zip(arrays, params))]
-    sets, spans = _tensor_sets(rule, params, state_lists)
-    spans.check_grads(flat_grads, lambda i: f"grad {i}")
-    _launch(RULES[rule], sets, flat_grads, hyper, backends.get_backend(backend_name))
+    plan = _plan(rule, params, state_lists, backend, backend_name)
+    plan.spans.check_grads(flat_grads, _grad_name)
+    plan.run(RULES[rule], flat_grads, hyper, variant)
 
 
-def _launch(rule, sets, flat_grads, hyper, runner):
-    """Pack the scalars of every set (all of them fit, or this raises before anything
-    is written), then run one kernel per set, whole even under Ctrl-C."""
-    flags, slots = rule.kernel_flags(hyper), rule.slots(hyper)
-    plan = [(runner.launch(rule, tensors, flags, slots),
-             [flat_grads[i] for i in tensors.indices], rule.pack(tensors.dtype, hyper))
-            for tensors in sets]
-    if len(plan) == 1 and runner.single_call:  # a signal cannot arrive inside one C call
-        run, grads, packed = plan[0]
-        run(grads, hyper, packed)
-        return
-    with _safety.deferred_interrupt():
-        for run, grads, packed in plan:
-            run(grads, hyper, packed)
+def _grad_name(i):
+    return f"grad {i}"
 
 
-def _plain_grads(entry, grads):
-    """The grads of a cached entry as 1-D views when each is a C-contiguous NumPy array
-    of its param's dtype and shape and the params and states are still writable;
-    None for anything else (the full checks then decide)."""
-    refs, _sets, _spans, dtypes = entry
-    if len(grads) != len(dtypes):
-        return None
-    arrays = [ref() for ref in refs]  # the params first, then the states
-    if not all(a.flags.writeable for a in arrays):  # the flag can be cleared after the first call
-        return None
-    return _validate.plain_flat_grads(grads, dtypes, arrays)
+class _Plan:
+    """What the calls of one rule on the same caller-owned params and states share:
+    weak references to the arrays (params first, then each state's), their
+    TensorSets (one per dtype) and :class:`fastopt._safety.Spans`, the params' dtypes
+    for :func:`fastopt._validate.plain_flat_grads`, the backend, and per kernel
+    variant the launchers with their grads' positions."""
+
+    __slots__ = ("refs", "sets", "spans", "dtypes", "runner", "launches", "__weakref__")
+
+    def __init__(self, sets, spans, dtypes, runner, refs=()):
+        self.sets, self.spans, self.dtypes, self.runner = sets, spans, dtypes, runner
+        self.refs, self.launches = refs, {}
+
+    def plain_grads(self, arrays, grads):
+        """This step's grads as 1-D views when ``arrays`` are still the very arrays
+        planned for and writable (the flag can be cleared after the first call) and
+        each grad is a plain C-contiguous NumPy array of its param's dtype and shape,
+        checked against the arrays' memory; None for anything else (the full checks
+        then decide)."""
+        if len(grads) != len(self.dtypes) or len(arrays) != len(self.refs):
+            return None
+        for ref, a in zip(self.refs, arrays):
+            if ref() is not a or not a.flags.writeable:
+                return None
+        return _validate.plain_flat_grads(grads, self.dtypes, arrays, self.spans, _grad_name)
+
+    def run(self, rule, flat_grads, hyper, variant=None):
+        """Pack the scalars of every set (all of them fit, or this raises before
+        anything is written), then run one kernel per set, whole even under Ctrl-C."""
+        if variant is None:
+            variant = (rule.kernel_flags(hyper), rule.slots(hyper))
+        launches = self.launches.get(variant)
+        if launches is None:
+            launches = self.launches[variant] = [
+                (self.runner.launch(rule, tensors, *variant),
+                 None if len(tensors.indices) == len(flat_grads) else tensors.indices,
+                 tensors.dtype)
+                for tensors in self.sets]
+        if len(launches) == 1 and self.runner.single_call:
+            # one call into compiled code, which a signal cannot interrupt half way
+            run, _, dtype = launches[0]
+            run(flat_grads, hyper, rule.pack_values(dtype, hyper))
+            return
+        steps = [(run, flat_grads if indices is None else [flat_grads[i] for i in indices],
+                  rule.pack_values(dtype, hyper)) for run, indices, dtype in launches]
+        with _safety.deferred_interrupt():
+            for run, grads, values in steps:
+                run(grads, hyper, values)
 
 
-def _cache_key(rule, params, state_lists):
-    """The rule, the state names and the ids of the params and of each state's arrays
-    (every list as long as the params: the lengths follow from the names)."""
-    return (rule, tuple(state_lists), *map(id, params),
-            *[id(a) for group in state_lists.values() for a in group])
+_PLANS = {}  # _plan_key -> _Plan
+_PLANS_MAX = 256
+_PLANS_LOCK = threading.Lock()
 
 
-def _cached_sets(rule, params, state_lists, key=None):
-    """The cache entry of exactly these arrays (the same objects), or None."""
-    with _SETS_LOCK:
-        entry = _SETS.get(key or _cache_key(rule, params, state_lists))
-    if entry is None:
-        return None
-    arrays = params + [a for group in state_lists.values() for a in group]
-    refs = entry[0]
-    if len(refs) != len(arrays) or any(ref() is not a for ref, a in zip(refs, arrays)):
-        return None
-    return entry
-
-
-_SETS = {}  # (rule, param ids, state ids) -> (weak references, TensorSets, Spans, dtypes)
-_SETS_MAX = 256
-_SETS_LOCK = threading.Lock()
-
-
-def _tensor_sets(rule, params, state_lists):
-    """The TensorSets (one per dtype) of validated params and states, and their
-    :class:`fastopt._safety.Spans` (params and states must not overlap).
-
-    They are cached while the same array objects come back, as when a trainer calls
-    once per step with the same weights and state: an entry is found by the arrays'
-    ids and used only if weak references show the very same objects. Its sets hold
-    views of the arrays' memory, so an entry must not outlive the caller's interest:
-    on every miss, entries whose memory nobody but the cache refers to any more are
-    dropped (reference counts, as :mod:`fastopt._outputs` uses them), so a caller that
-    lets go of its arrays gets their memory back by its next call with other arrays."""
+def _plan(rule, params, state_lists, backend, backend_name):
+    """The :class:`_Plan` of validated params and states (params and states must not
+    overlap), kept while the same array objects come back, as when a trainer calls
+    once per step with the same weights and state: it is found by the arrays' ids
+    and used only if weak references show the very same objects. Its sets hold views
+    of the arrays' memory, so a plan must not outlive the caller's interest: on every
+    new plan, plans whose memory nobody but the plans refer to any more are dropped
+    (reference counts, as :mod:`fastopt._outputs` uses them), so a caller that lets go
+    of its arrays gets their memory back by its next call with other arrays."""
     arrays = list(params) + [a for group in state_lists.values() for a in group]
-    key = _cache_key(rule, params, state_lists)
-    entry = _cached_sets(rule, params, state_lists, key)
-    if entry is not None:
-        return entry[1], entry[2]
     names = [f"param {i}" for i in range(len(params))] + [
         f"{name} {i}" for name, group in state_lists.items() for i in range(len(group))]
     spans = _safety.Spans([flat_view(a) for a in arrays], names)
@@ -170,27 +182,29 @@ def _tensor_sets(rule, params, state_lists):
     sets = [TensorSet([params[i] for i in indices], indices,
                       {name: [group[i] for i in indices] for name, group in state_lists.items()})
             for indices in by_dtype.values()]
+    runner = backends.get_backend(backend_name)
     try:
         refs = tuple(weakref.ref(a) for a in arrays)
-    except TypeError:  # an array type without weak references: not cached
-        return sets, spans
-    dtypes = _validate.plain_dtypes(params)  # no strong reference to a caller's array
-    with _SETS_LOCK:
+    except TypeError:  # an array type without weak references: not kept
+        return _Plan(sets, spans, (), runner)
+    # no strong reference to a caller's array
+    plan = _Plan(sets, spans, _validate.plain_dtypes(params), runner, refs)
+    with _PLANS_LOCK:
         _drop_unreferenced()
-        if len(_SETS) >= _SETS_MAX:
-            _SETS.pop(next(iter(_SETS)), None)
-        _SETS[key] = (refs, sets, spans, dtypes)
-    return sets, spans
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.pop(next(iter(_PLANS)), None)
+        _PLANS[_plan_key(rule, state_lists, backend, arrays)] = plan
+    return plan
 
 
 def _drop_unreferenced():
-    """Drop the cache entries whose arrays' memory only the cache's own views refer to
-    (the caller has let go of those arrays). Host arrays only: a device entry goes when
-    the cache is full."""
-    owners, views = {}, {}  # entry -> ids of the memory it views; id -> [base, views]
-    for key, (_, sets, _, _) in _SETS.items():
+    """Drop the plans whose arrays' memory only the plans' own views refer to (the
+    caller has let go of those arrays). Host arrays only: a device plan goes when the
+    table is full."""
+    owners, views = {}, {}  # plan key -> ids of the memory it views; id -> [base, views]
+    for key, plan in _PLANS.items():
         ids = owners[key] = set()
-        for tensors in sets:
+        for tensors in plan.sets:
             for view in tensors.params + [v for group in tensors.states.values()
                                           for v in group]:
                 if not isinstance(view, np.ndarray) or view.base is None:
@@ -200,12 +214,12 @@ def _drop_unreferenced():
                 views.setdefault(id(view.base), [view.base, 0])[1] += 1
             if owners[key] is None:
                 break
-    # Referred to by the cached views' .base, by `views` and by getrefcount's argument.
+    # Referred to by the planned views' .base, by `views` and by getrefcount's argument.
     unreferenced = {i for i, entry in views.items()
                     if sys.getrefcount(entry[0]) == entry[1] + 2}
     for key, ids in owners.items():
         if ids is not None and ids <= unreferenced:
-            del _SETS[key]
+            del _PLANS[key]
 
 
 # ---------------------------------------------------------------------------
@@ -214,10 +228,10 @@ def _drop_unreferenced():
 
 class _FrontCall:
     """What the calls of one functional kernel share: its rule, its fixed values, and
-    its options' checked values, kept for the last few distinct sets of option values
-    (a trainer calls with the same options step after step). Per call, only what
-    changes per call is checked: the context (``step``, ``first``), the carried
-    scalars and ``grad_scale``."""
+    its options' checked values with the states they need, kept for the last few
+    distinct sets of option values (a trainer calls with the same options step after
+    step). Per call, only what changes per call is checked: the context (``step``,
+    ``first``), the carried scalars and ``grad_scale``."""
 
     MAX_KEPT = 16
 
@@ -228,7 +242,8 @@ class _FrontCall:
         self.kept = {}
 
     def checked(self, options, per_call, grad_scale):
-        """The checked hyperparameters of a call: ``options`` (values in
+        """The checked hyperparameters of a call, the names of the states they need and
+        the kernel variant (see :func:`run_rule`): ``options`` (values in
         ``option_names`` order), ``per_call`` (context and carried values by name)."""
         rule = self.rule
         key = (options, tuple(map(type, options)))  # True and 1 are equal but checked apart
@@ -240,28 +255,37 @@ class _FrontCall:
             hyper = dict(zip(self.option_names, options), **self.fixed, **per_call,
                          grad_scale=grad_scale)
             hyper = rule.check(rule.carried_in(hyper))
+            needed = rule.state_names(hyper)
             if key is not None:
                 if len(self.kept) >= self.MAX_KEPT:
                     self.kept.clear()
-                self.kept[key] = {name: hyper[name] for name in self.option_names
-                                  + tuple(self.fixed)}
-            return hyper
-        hyper = dict(kept)
+                self.kept[key] = ({name: hyper[name] for name in self.option_names
+                                   + tuple(self.fixed)}, needed, {})
+            return hyper, needed, None
+        options, needed, variants = kept
+        hyper = options.copy()
         for name, check in self.per_call:
             value = per_call[name]
             # a carried value left out (None) starts at its initial value
             hyper[name] = None if value is None and name in rule.carried else check(value)
-        hyper["grad_scale"] = _validate.grad_scale(grad_scale)
-        return rule.carried_in(hyper)
+        hyper["grad_scale"] = None if grad_scale is None else _validate.grad_scale(grad_scale)
+        if rule.carried:
+            rule.carried_in(hyper)
+        # the variant follows from the options and whether a grad_scale is given
+        variant = variants.get(grad_scale is None)
+        if variant is None:
+            variant = variants[grad_scale is None] = (rule.kernel_flags(hyper),
+                                                      rule.slots(hyper))
+        return hyper, needed, variant
 
 
 def _run_front(call, param, grad, states, options, per_call, grad_scale, backend):
     """Check the hyperparameters, then run the rule; returns the carried values for
     the next step, for a rule that carries any."""
     rule = call.rule
-    hyper = call.checked(options, per_call, grad_scale)
-    needed = rule.state_names(hyper)
-    run_rule(rule.name, param, grad, {name: states[name] for name in needed}, hyper, backend)
+    hyper, needed, variant = call.checked(options, per_call, grad_scale)
+    run_rule(rule.name, param, grad, {name: states[name] for name in needed}, hyper, backend,
+             variant)
     return rule.advance(hyper) if rule.advance is not None else None
 
 

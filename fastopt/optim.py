@@ -8,6 +8,7 @@ and one step is one fused multi-tensor kernel call per group and dtype. The clas
 are generated from the rule declarations; :class:`Optimizer` holds all their code.
 """
 
+import operator
 import threading
 from collections.abc import Mapping
 
@@ -83,6 +84,9 @@ class Optimizer:
         if any(keyed) and not all(keyed):
             raise ValueError("mix of dict and list params; use one structure")
         self._keyed = all(keyed)
+        # the grads of named params in flat order, in one C call
+        self._pick = None if not self._keyed else operator.itemgetter(*self._keys) \
+            if len(self._keys) > 1 else (lambda grads, key=self._keys[0]: (grads[key],))
         self._spans = _safety.Spans(self._flat, [f"param {n}" for n in self._names])
         self._plain_dtypes = _validate.plain_dtypes(self._flat)  # for _plain_grads
         # One step at a time: a step reads and writes the whole state, and a second
@@ -119,24 +123,28 @@ class Optimizer:
         flat = self._plain_grads(grads)
         if flat is None:
             flat = self._checked_grads(grads)
-        self._spans.check_grads(flat, lambda i: f"grad {self._names[i]}")
+            self._spans.check_grads(flat, self._grad_name)
         return flat
+
+    def _grad_name(self, i):
+        return f"grad {self._names[i]}"
 
     def _plain_grads(self, grads):
         """The common case in few operations: a dict (for named params) or a list of
-        C-contiguous NumPy arrays of exactly the params' dtypes and shapes, as 1-D
-        views; None for anything else, which :meth:`_checked_grads` then takes (and
-        refuses with its error, where it is wrong)."""
+        NumPy arrays of exactly the params' dtypes and shapes, as 1-D arrays; None for
+        anything else, which :meth:`_checked_grads` then takes (and refuses with its
+        error, where it is wrong)."""
         if type(grads) is dict and self._keyed:
             if len(grads) != len(self._keys):
                 return None
             try:
-                grads = [grads[k] for k in self._keys]
+                grads = self._pick(grads)
             except (KeyError, TypeError):
                 return None
         elif type(grads) is not list or len(grads) != len(self._flat):
             return None
-        return _validate.plain_flat_grads(grads, self._plain_dtypes, self._flat)
+        return _validate.plain_flat_grads(grads, self._plain_dtypes, self._flat, self._spans,
+                                          self._grad_name)
 
     def _checked_grads(self, grads):
         """Grads in flat param order as :meth:`_match_grads` gives them, from any
@@ -248,14 +256,15 @@ class Optimizer:
         for gi, (group, sets) in enumerate(zip(self.param_groups, self._sets)):
             hyper = self._checked_hyper(gi, group, grad_scale)
             hypers.append(hyper)
-            for tensors, run in self._launches(gi, hyper, sets):
-                packed = rule.pack(tensors.dtype, hyper)  # fits, or raises
-                plan.append((run, [flat_grads[i] for i in tensors.indices], hyper, packed))
+            for run, indices, dtype in self._launches(gi, hyper, sets):
+                values = rule.pack_values(dtype, hyper)  # fits, or raises
+                plan.append((run, flat_grads if indices is None else
+                             [flat_grads[i] for i in indices], hyper, values))
         if self.skip_nonfinite and not _all_finite_flat(flat_grads, self._backend):
             return False
         with _safety.deferred_interrupt():
-            for run, group_grads, hyper, packed in plan:
-                run(group_grads, hyper, packed)
+            for run, group_grads, hyper, values in plan:
+                run(group_grads, hyper, values)
             if rule.advance is not None:
                 self._carried = [rule.advance(hyper) for hyper in hypers]
             self._steps += 1
@@ -270,7 +279,8 @@ class Optimizer:
             cached.launches.clear()
 
     def _launches(self, gi, hyper, sets):
-        """``[(tensors, launcher)]`` of group ``gi`` for this step. The kernel variant
+        """``[(launcher, indices, dtype)]`` of group ``gi``'s sets for this step (the
+        positions of their grads among all params', None for all). The kernel variant
         depends on the group's options and on whether a grad_scale is given, not on
         the step, so the launchers are kept with the group's checked options (and
         the state they need checked once, when the options change)."""
@@ -281,8 +291,10 @@ class Optimizer:
             self._check_states(hyper, sets)
             rule = self._rule
             flags, slots = rule.kernel_flags(hyper), rule.slots(hyper)
+            everyone = list(range(len(self._flat)))
             launches = cached.launches[scaled] = [
-                (tensors, self._backend.launch(rule, tensors, flags, slots))
+                (self._backend.launch(rule, tensors, flags, slots),
+                 None if tensors.indices == everyone else tensors.indices, tensors.dtype)
                 for tensors in sets]
         return launches
 
@@ -449,9 +461,10 @@ class _CheckedGroup:
     __slots__ = ("keys", "values", "mutable", "size", "checked", "launches")
 
     def __init__(self, group, checked):
-        self.keys = [k for k in group if k != "params"]
-        self.values = [group[k] for k in self.keys]
-        self.mutable = [(k, _frozen(group[k])) for k in self.keys
+        keys = [k for k in group if k != "params"]
+        self.keys = operator.itemgetter(*keys, "params")  # the options, in one C call
+        self.values = self.keys(group)[:-1]
+        self.mutable = [(k, _frozen(group[k])) for k in keys
                         if isinstance(group[k], (list, np.ndarray))]
         self.size = len(group)
         self.checked = checked
@@ -461,7 +474,7 @@ class _CheckedGroup:
         if len(group) != self.size:
             return False
         try:
-            if [group[k] for k in self.keys] != self.values:
+            if self.keys(group)[:-1] != self.values:
                 return False
         except (KeyError, ValueError, TypeError):  # a key gone; arrays compared
             return False

@@ -252,23 +252,34 @@ def test_compiled_per_channel_maths_gives_the_numpy_bits(dtype):
     for got, want in zip(*running):
         assert got.dtype == dtype
         np.testing.assert_array_equal(got, want)
+    if "c" in fastopt.available_backends():  # the C backend's running update, in C
+        from fastopt import backends
+
+        running[0] = tuple(a.copy() for a in running[1])
+        backends.get_backend("c").bn_math.running_update(*running[0], mean, invstd, 0.1, n)
+        _bn_math.running_update(*running[1], mean, invstd, 0.1, n)
+        for got, want in zip(*running):
+            np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("shape, window", [((6, 5, 70), (1, 4)), ((33, 7, 1), (0, 7))])
+@pytest.mark.parametrize("shape, window", [((6, 5, 70), (1, 4)), ((33, 7, 1), (0, 7)),
+                                           ((9, 3, 1), (0, 3))])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("training", [True, False])
-def test_compiled_window_passes_give_the_python_bits(shape, window, dtype, training):
+@pytest.mark.parametrize("name", ["numba", "c"])
+def test_compiled_window_passes_give_the_python_bits(shape, window, dtype, training, name):
     # fastopt/_bn_passes.py is one source too: the numba backend compiles it around its
-    # kernels; the other backends run it as Python around their bn_sums and bn_affine,
-    # with the plain NumPy per-channel maths. Run that way around the numba kernels, it
-    # must give the compiled passes' bits.
-    if "numba" not in fastopt.available_backends():
-        pytest.skip("needs numba")
+    # kernels, the C backend has it (and the per-channel maths) in C, the others run it
+    # as Python around their bn_sums and bn_affine with the plain NumPy per-channel
+    # maths. Run that way around the backend's own kernels, it must give the bits of
+    # the backend's passes.
+    if name not in fastopt.available_backends():
+        pytest.skip(f"needs {name}")
     from types import SimpleNamespace
 
     from fastopt import backends, batchnorm
 
-    runner = backends.get_backend("numba")
+    runner = backends.get_backend(name)
     interpreted = batchnorm._window_passes.__wrapped__(SimpleNamespace(
         bn_sums=runner.bn_sums, bn_affine=runner.bn_affine))
     rng = np.random.default_rng(13)

@@ -146,3 +146,73 @@ def test_functional_repeated_calls_notice_changes_and_refuse_bad_input(
     with pytest.raises(ValueError, match="read-only"):
         functional.adam_(p, g, m, v, step=10, lr=0.01)
     np.testing.assert_array_equal(p, before)
+
+
+def test_grads_in_another_structure_give_the_same_steps(cpu_compiled_backend, rng):
+    # Two param groups: grads as a flat dict, then per group, then a dict again; the
+    # plain route and the checked one must take the same steps.
+    params = model(rng)
+    ref_params = {k: v.copy() for k, v in params.items()}
+
+    def groups(p):
+        return [{"params": {"w": p["w"]}, "lr": 0.01}, {"params": {"b": p["b"]}, "lr": 0.02}]
+
+    opt, ref = fastopt.Adam(groups(params)), fastopt.Adam(groups(ref_params), backend="numpy")
+    for structure in ("dict", "per group", "dict", "per group list"):
+        g = grads_of(rng, params)
+        ref.step(g)
+        if structure == "per group":
+            g = [{"w": g["w"]}, {"b": g["b"]}]
+        elif structure == "per group list":
+            g = [[g["w"]], [g["b"]]]
+        opt.step(g)
+    assert_same(params, ref_params)
+    g = grads_of(rng, params)
+    with pytest.raises(ValueError, match="match"):
+        opt.step([[g["w"]], []])
+    assert opt.steps == 4
+
+
+@pytest.mark.parametrize("tensors", [1, 4, 6, 9])
+def test_small_work_runs_the_same_steps_as_the_parallel_kernels(
+        cpu_compiled_backend, rng, monkeypatch, tensors):
+    # Small sets run a serial kernel (numba: grads passed as a tuple, four per call; c:
+    # one thread); with the parallel threshold at 0 the same step takes the parallel
+    # kernels. Both must give the same bits, read-only grads included.
+    from fastopt.backends import _tables
+
+    shapes = [(3, 5), (7,), (1,), (11, 2), (0,), (4,), (2, 2), (9,), (5,)][:tensors]
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    for g in grads[2]:
+        g.flags.writeable = False
+    results = []
+    for threshold in (_tables.PARALLEL_MIN_ELEMENTS, 0):
+        monkeypatch.setattr(_tables, "PARALLEL_MIN_ELEMENTS", threshold)
+        params = [p.copy() for p in start]
+        opt = fastopt.Adam(params, lr=0.01, weight_decay=0.1)
+        for g in grads:
+            opt.step(g)
+        results.append(params)
+    for serial, parallel in zip(*results):
+        np.testing.assert_array_equal(serial, parallel)
+    assert any(not np.array_equal(p, q) for p, q in zip(results[0], start) if p.size)
+
+
+def test_kept_scalars_follow_the_values_exactly(rng):
+    # A rule without a step counter keeps its packed scalars for the last hyperparameter
+    # objects seen; equal values that are other objects are packed again, so that
+    # -0.0 and 0.0 (equal, but not the same number) each get their own bits.
+    from fastopt.rules import RULES
+
+    rule = RULES["rmsprop_sq"]
+    dtype = np.dtype(np.float64)
+    hyper = {"lr": 0.0, "alpha": 0.99, "eps": 1e-8, "grad_scale": None}
+    first = rule.pack_values(dtype, hyper)
+    assert rule.pack_values(dtype, dict(hyper)) is first  # the same objects: kept
+    negative = rule.pack_values(dtype, dict(hyper, lr=-0.0))
+    assert negative is not first and negative == first  # equal values, packed again
+    assert [np.copysign(1.0, a) for a in negative] != [np.copysign(1.0, a) for a in first]
+    other = rule.pack_values(dtype, dict(hyper, alpha=0.5))
+    assert other != first
+    assert rule.pack_values(np.dtype(np.float32), hyper) is not first  # another dtype

@@ -317,8 +317,8 @@ def test_functional_calls_do_not_keep_the_callers_arrays_alive(cpu_backend):
     held = [np.ones(8) for _ in range(3)]
     functional.adam_(held[0], np.ones(8), held[1], held[2], step=1, lr=0.1)
     functional.sgd_(np.ones(2), np.ones(2), lr=0.1)
-    assert sum(1 for entry in functional._SETS.values()
-               if entry[0][0]() is held[0]) == 1
+    assert sum(1 for plan in functional._PLANS.values()
+               if plan.refs[0]() is held[0]) == 1
     # The same arrays called again reuse the cached tables and give the same numbers.
     p, q = np.ones(5), np.ones(5)
     state = [np.zeros(5) for _ in range(4)]

@@ -13,6 +13,8 @@ import importlib.util
 import os
 import warnings
 
+from numpy import ndarray as _ndarray
+
 _MODULES = {
     "numba": "fastopt.backends.numba_cpu",
     "cuda": "fastopt.backends.numba_cuda",
@@ -117,9 +119,32 @@ def default_backend():
     return "numpy"
 
 
+def _environment_reader(name):
+    """A function giving environment variable ``name``'s value (None when unset), which
+    the call path reads on every call. ``os.environ.get`` takes about 1 us (it encodes
+    the key and raises KeyError inside when the variable is unset); the mapping behind
+    it, which ``os.environ[...] = ...`` and ``del`` keep up to date, answers in 0.1 us
+    (where it is there, as on every CPython)."""
+    data = getattr(os.environ, "_data", None)
+    try:
+        key, decode = os.environ.encodekey(name), os.environ.decodevalue
+    except (AttributeError, TypeError):
+        data = None
+    if not isinstance(data, dict):
+        return lambda: os.environ.get(name)
+
+    def read():
+        value = data.get(key)
+        return None if value is None else decode(value)
+    return read
+
+
+environment_choice = _environment_reader("FASTOPT_BACKEND")
+
+
 def resolve_name(backend=None):
     """The backend name that applies: argument, then FASTOPT_BACKEND, then default."""
-    name = backend if backend is not None else os.environ.get("FASTOPT_BACKEND") or None
+    name = backend if backend is not None else environment_choice() or None
     if name is None:
         name = default_backend()
     elif not isinstance(name, str) or name not in NAMES:
@@ -151,6 +176,8 @@ def resolve_for(on_device, backend=None):
 def placement(arrays, where="arrays"):
     """True when every array is a CUDA device array, False when none is; mixed host
     and device arrays, or device arrays on different devices, are refused."""
+    if all(type(a) is _ndarray for a in arrays):  # host arrays: the common case
+        return False
     from .. import _device
 
     flags = [_device.is_device_array(a) for a in arrays]

@@ -1,13 +1,16 @@
 """What every backend shares: launchers of optimizer steps, kept per tensor set.
 
 A backend builds, for one rule variant on one :class:`fastopt._tensorset.TensorSet`,
-a *launcher* ``run(grads, hyper, packed)`` that applies one step given this step's
-flat grads, checked hyperparameters and packed scalars. Everything that does not
+a *launcher* ``run(grads, hyper, values)`` that applies one step given this step's
+flat grads, checked hyperparameters and kernel scalars (``values``, from
+:meth:`fastopt.rules.Rule.pack_values`: float64 values that fit the set's dtype, which
+the launcher casts to it the way its kernel takes them). Everything that does not
 change from step to step (the compiled kernel, the address and chunk tables, the
 thread count of small work) is looked up when the launcher is built, so a step pays
 for the grads' addresses and the call only. Launchers are kept in the set's cache.
 """
 
+from .. import _safety
 from ..rules import RULES
 
 
@@ -27,17 +30,21 @@ class Backend:
         key = ("launch", self.name, flags, slots)
         run = tensors.cache.get(key)
         if run is None:
-            run = tensors.cache[key] = self._launcher(rule, tensors, flags, slots)
+            # Building one compiles or loads kernels; a KeyboardInterrupt raised inside
+            # Numba's compiler can leave LLVM objects that crash the process when they
+            # are freed (a double free), so Ctrl-C waits until the launcher is built.
+            with _safety.deferred_interrupt():
+                run = tensors.cache[key] = self._launcher(rule, tensors, flags, slots)
         return run
 
-    def optim_step(self, rule_name, tensors, grads, hyper, packed=None):
+    def optim_step(self, rule_name, tensors, grads, hyper, values=None):
         """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` (with
-        its scalars ``packed`` already, or packed here)."""
+        its kernel scalars ``values`` already, or packed here)."""
         rule = RULES[rule_name]
-        if packed is None:
-            packed = rule.pack(tensors.dtype, hyper)
+        if values is None:
+            values = rule.pack_values(tensors.dtype, hyper)
         run = self.launch(rule, tensors, rule.kernel_flags(hyper), rule.slots(hyper))
-        run(grads, hyper, packed)
+        run(grads, hyper, values)
 
     def _launcher(self, rule, tensors, flags, slots):
         raise NotImplementedError

@@ -9,9 +9,11 @@ the vectorised float64 reductions agree to rounding.
 Threads come from OpenMP (``OMP_NUM_THREADS``); cffi releases the GIL during calls.
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 
-from .. import quant
+from .. import _bn_math, quant
 from .._fastopt_c import ffi, lib
 from . import _tables
 from ._base import Backend
@@ -26,6 +28,9 @@ def _ptr(ctype, array):
     return ffi.NULL if array is None else ffi.from_buffer(ctype, array)
 
 
+_from_buffer = ffi.from_buffer  # a buffer's data as a char[] (a pointer to C)
+
+
 def _contiguous(*arrays):
     for array in arrays:
         if array is not None and not array.flags.c_contiguous:
@@ -34,6 +39,12 @@ def _contiguous(*arrays):
 
 # The codebooks and their encoder tables, signed then unsigned, for the 8-bit kernel.
 _MAPS, _BUCKETS = (table.reshape(-1) for table in quant.codec_tables())
+
+
+def _BN_MATH(running_update):
+    """:mod:`fastopt._bn_math`'s functions, ``running_update`` replaced."""
+    functions = {f.__name__: f for f in _bn_math.FUNCTIONS}
+    return SimpleNamespace(**dict(functions, running_update=running_update))
 
 
 class CBackend(Backend):
@@ -48,6 +59,13 @@ class CBackend(Backend):
         self._finite = {"f32": lib.fo_finite_f32, "f64": lib.fo_finite_f64}
         self._bn_sums = {"f32": lib.fo_bn_sums_f32, "f64": lib.fo_bn_sums_f64}
         self._bn_affine = {"f32": lib.fo_bn_affine_f32, "f64": lib.fo_bn_affine_f64}
+        self._bn_forward_kernels = {"f32": lib.fo_bn_forward_f32, "f64": lib.fo_bn_forward_f64}
+        self._bn_backward_kernels = {"f32": lib.fo_bn_backward_f32,
+                                     "f64": lib.fo_bn_backward_f64}
+        self._bn_running = {"f32": lib.fo_bn_running_update_f32,
+                            "f64": lib.fo_bn_running_update_f64}
+        # fastopt._bn_math, with the running statistics' update in C
+        self.bn_math = _BN_MATH(self._running_update)
 
     @staticmethod
     def threads():
@@ -63,23 +81,37 @@ class CBackend(Backend):
     def _launcher(self, rule, tensors, flags, slots):
         ctype, tag = _TYPES[tensors.dtype]
         optim, variant = self._optim[tag], rule.variant(flags)
-        parallel = _tables.parallel(tensors.total)
         codecs = ()
         if tensors.bits == 8:  # float32 params; the codebooks ride along
             optim = lib.fo_optim8_f32
             signed = np.array(tensors.signs(slots), np.uint8)
             codecs = (_ptr("unsigned char[]", signed), _ptr("float[]", _MAPS),
                       _ptr("int32_t[]", _BUCKETS))
+        tables = {}  # thread count -> the tables' C pointers (the tables stay cached)
 
-        def run(grads, hyper, packed):
-            parts = self.threads() if parallel else 1  # OMP_NUM_THREADS may change
+        def pointers(parts):
             addresses, chunks = _tables.optim_tables(tensors, slots, parts)
-            status = optim(variant, _ptr("int64_t[]", _tables.with_grads(addresses, grads)),
-                           _ptr("int64_t[]", chunks), len(chunks), _ptr(ctype, packed), parts,
-                           *codecs)
-            if status != 0:  # unreachable through the public API, which validates first
-                raise RuntimeError(f"the C backend has no kernel variant {variant}")
-        return run
+            kept = tables[parts] = (_ptr("int64_t[]", addresses), _ptr("int64_t[]", chunks),
+                                    len(chunks))
+            return kept
+
+        if _tables.parallel(tensors.total):
+            def run(grads, hyper, values):
+                parts = self.threads()  # OMP_NUM_THREADS may change
+                addresses, chunks, n_chunks = tables.get(parts) or pointers(parts)
+                status = optim(variant, addresses, [_from_buffer(g) for g in grads], chunks,
+                               n_chunks, ffi.new(ctype, values), parts, *codecs)
+                if status != 0:  # unreachable through the public API, which validates first
+                    raise RuntimeError(f"the C backend has no kernel variant {variant}")
+            return run
+        addresses, chunks, n_chunks = pointers(1)
+        if optim(variant, addresses, [], chunks, 0, ffi.NULL, 1, *codecs) != 0:
+            raise RuntimeError(f"the C backend has no kernel variant {variant}")
+
+        def run_small(grads, hyper, values):  # cffi casts the values into a C array
+            optim(variant, addresses, [_from_buffer(g) for g in grads], chunks, n_chunks,
+                  values, 1, *codecs)
+        return run_small
 
     def _per_chunk(self, kernels, arrays, dtype, ctype):
         """One value per fixed chunk of same-dtype 1-D contiguous arrays."""
@@ -99,6 +131,65 @@ class CBackend(Backend):
         return bool(self._per_chunk(self._finite, arrays, np.uint8, "unsigned char[]").all())
 
     bn_windows = staticmethod(_tables.bn_windows)  # cache-sized channel windows
+
+    @property
+    def bn_passes(self):
+        """A window's forward and backward pass as one C call each (the per-channel
+        maths in C too), as :mod:`fastopt.batchnorm` calls them."""
+        return self._bn_forward, self._bn_backward
+
+
+    def _bn_forward(self, x3, shift, mean, var, gamma, beta, eps, n, training, y3, c0, c1):
+        _contiguous(x3, y3)
+        (outer, channels, inner), width = x3.shape, c1 - c0
+        rows, cols = _tables.bn_blocks(outer, channels, inner)
+        ctype, tag = _TYPES[x3.dtype]
+        if training:  # the statistics come from the sums
+            mean, var = np.empty((2, width))
+        else:
+            mean, var = (np.ascontiguousarray(v, dtype=np.float64) for v in (mean, var))
+        shift = np.ascontiguousarray(shift, dtype=np.float64) if training else mean
+        invstd = np.empty(width)
+        status = self._bn_forward_kernels[tag](
+            _ptr(ctype, x3) + c0 * inner, _ptr("double[]", shift), _ptr("double[]", mean),
+            _ptr("double[]", var), _ptr("double[]", invstd),
+            _ptr(ctype, np.ascontiguousarray(gamma)), _ptr(ctype, np.ascontiguousarray(beta)),
+            eps, n, training, _ptr(ctype, y3) + c0 * inner, outer, width, channels, inner,
+            rows, cols)
+        if status != 0:
+            raise MemoryError("batch norm: no memory for the per-channel sums")
+        return mean, var, invstd
+
+    def _bn_backward(self, dy3, x3, mean, invstd, gamma, n, training, dx3, c0, c1):
+        _contiguous(dy3, x3, dx3)
+        (outer, channels, inner), width = x3.shape, c1 - c0
+        rows, cols = _tables.bn_blocks(outer, channels, inner)
+        ctype, tag = _TYPES[x3.dtype]
+        dgamma, dbeta = np.empty((2, width))
+        status = self._bn_backward_kernels[tag](
+            _ptr(ctype, dy3) + c0 * inner, _ptr(ctype, x3) + c0 * inner,
+            _ptr("double[]", np.ascontiguousarray(mean, dtype=np.float64)),
+            _ptr("double[]", np.ascontiguousarray(invstd, dtype=np.float64)),
+            _ptr(ctype, np.ascontiguousarray(gamma)), n, training,
+            _ptr(ctype, dx3) + c0 * inner, _ptr("double[]", dgamma), _ptr("double[]", dbeta),
+            outer, width, channels, inner, rows, cols)
+        if status != 0:
+            raise MemoryError("batch norm: no memory for the per-channel sums")
+        return dgamma, dbeta
+
+    def _running_update(self, running_mean, running_var, mean, var, momentum, n):
+        """:func:`fastopt._bn_math.running_update` in C (the same float64 arithmetic),
+        for two contiguous running arrays of one dtype; NumPy's otherwise."""
+        dtype = running_mean.dtype
+        if running_var.dtype != dtype or not (running_mean.flags.c_contiguous
+                                              and running_var.flags.c_contiguous):
+            _bn_math.running_update(running_mean, running_var, mean, var, momentum, n)
+            return
+        ctype, tag = _TYPES[dtype]
+        self._bn_running[tag](_ptr(ctype, running_mean), _ptr(ctype, running_var),
+                              _ptr("double[]", np.ascontiguousarray(mean, dtype=np.float64)),
+                              _ptr("double[]", np.ascontiguousarray(var, dtype=np.float64)),
+                              momentum, n, len(running_mean))
 
     def bn_sums(self, a, b, ka, kb, window):
         """Per channel c0 <= c < c1 (``window``) of (outer, C, inner) views: sum(a-ka),

@@ -338,8 +338,8 @@ class CudaBackend(Backend):
         parts = [(lo, min(lo + MAX_TENSORS_PER_LAUNCH, len(tensors.params)))
                  for lo in range(0, len(tensors.params), MAX_TENSORS_PER_LAUNCH)]
 
-        def run(grads, hyper, packed):
-            h = tuple(packed)
+        def run(grads, hyper, values):
+            h = tuple(np.array(values, dtype=tensors.dtype))  # scalars of the dtype
             for lo, hi in parts:
                 addresses, chunks = self._tables(tensors, slots, (lo, hi))
                 grad_addresses = tuple(_device.address(g) for g in grads[lo:hi])

@@ -18,7 +18,8 @@ class NumpyBackend(Backend):
         decoded to float32 for the step and coded again after it, block by block
         (:mod:`fastopt.quant`): the definition the compiled 8-bit kernels follow."""
         if tensors.bits == 8:
-            def run(grads, hyper, packed):
+            def run(grads, hyper, values):
+                packed = np.array(values, dtype=tensors.dtype)
                 for i, (p, g) in enumerate(zip(tensors.params, grads)):
                     states = [None if name is None else quant.dequantize_blockwise(
                         tensors.states[name][i], tensors.absmax[name][i],
@@ -32,7 +33,8 @@ class NumpyBackend(Backend):
                             tensors.absmax[name][i][...] = absmax
             return run
 
-        def run(grads, hyper, packed):
+        def run(grads, hyper, values):
+            packed = np.array(values, dtype=tensors.dtype)
             for i, (p, g) in enumerate(zip(tensors.params, grads)):
                 states = [tensors.states[name][i] if name else None for name in slots]
                 rule.reference_step(p, g, states, hyper, packed)

@@ -30,12 +30,14 @@ import numpy as np
 from .. import _validate
 from .. import batchnorm as _bn
 from ..functional import run_rule
+from ..rules import RULES
 
 
 def _config(config, defaults):
     config = {} if config is None else config
-    for key, value in defaults.items():
-        config.setdefault(key, value)
+    if not config.keys() >= defaults.keys():
+        for key, value in defaults.items():
+            config.setdefault(key, value)
     for key in defaults:
         if key != "t":
             _validate.real(config[key], key)
@@ -43,55 +45,80 @@ def _config(config, defaults):
 
 
 def _state(config, key, w):
-    if config.get(key) is None:
-        config[key] = np.zeros_like(w)
-    return config[key]
+    state = config.get(key)
+    if state is None:
+        state = config[key] = np.zeros_like(w)
+    return state
+
+
+def _variant(rule, **hyper):
+    """The kernel variant of ``rule`` with these options and no grad_scale (the
+    adapters' options are fixed, so it is found once: :func:`run_rule`)."""
+    rule = RULES[rule]
+    hyper = dict(hyper, grad_scale=None)
+    return rule.kernel_flags(hyper), rule.slots(hyper)
+
+
+_SGD = {"learning_rate": 1e-2}
+_SGD_HYPER = dict(momentum=0.0, dampening=0.0, nesterov=False, first=False,
+                  weight_decay=0.0, l1=0.0, maximize=False, grad_scale=None)
+_SGD_VARIANT = _variant("sgd", **_SGD_HYPER)
 
 
 def sgd(w, dw, config=None):
     """Vanilla SGD, in place: ``w -= learning_rate * dw``. config: learning_rate (1e-2)."""
-    config = _config(config, {"learning_rate": 1e-2})
-    run_rule("sgd", [w], [dw], {}, dict(
-        lr=config["learning_rate"], momentum=0.0, dampening=0.0, nesterov=False,
-        first=False, weight_decay=0.0, l1=0.0, maximize=False, grad_scale=None))
+    config = _config(config, _SGD)
+    run_rule("sgd", [w], [dw], {}, dict(_SGD_HYPER, lr=config["learning_rate"]),
+             variant=_SGD_VARIANT)
     return w, config
+
+
+_MOMENTUM = {"learning_rate": 1e-2, "momentum": 0.9}
+_MOMENTUM_VARIANT = _variant("velocity", nesterov=False)
 
 
 def sgd_momentum(w, dw, config=None):
     """SGD with velocity-form momentum, in place: ``v = momentum*v - learning_rate*dw ;
     w += v``. config: learning_rate (1e-2), momentum (0.9), velocity (zeros)."""
-    config = _config(config, {"learning_rate": 1e-2, "momentum": 0.9})
+    config = _config(config, _MOMENTUM)
     velocity = _state(config, "velocity", w)
-    run_rule("velocity", [w], [dw], {"velocity": [velocity]}, dict(
-        lr=config["learning_rate"], momentum=config["momentum"], nesterov=False,
-        grad_scale=None))
+    run_rule("velocity", [w], [dw], {"velocity": [velocity]}, {
+        "lr": config["learning_rate"], "momentum": config["momentum"], "nesterov": False,
+        "grad_scale": None}, variant=_MOMENTUM_VARIANT)
     return w, config
+
+
+_RMSPROP = {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8}
+_RMSPROP_VARIANT = _variant("rmsprop_sq")
 
 
 def rmsprop(w, dw, config=None):
     """RMSProp, in place: ``cache = decay_rate*cache + (1-decay_rate)*dw**2 ;
     w -= learning_rate*dw / (sqrt(cache) + epsilon)``. config: learning_rate (1e-2),
     decay_rate (0.99), epsilon (1e-8), cache (zeros)."""
-    config = _config(config, {"learning_rate": 1e-2, "decay_rate": 0.99,
-                                 "epsilon": 1e-8})
+    config = _config(config, _RMSPROP)
     cache = _state(config, "cache", w)
-    run_rule("rmsprop_sq", [w], [dw], {"cache": [cache]}, dict(
-        lr=config["learning_rate"], alpha=config["decay_rate"], eps=config["epsilon"],
-        grad_scale=None))
+    run_rule("rmsprop_sq", [w], [dw], {"cache": [cache]}, {
+        "lr": config["learning_rate"], "alpha": config["decay_rate"],
+        "eps": config["epsilon"], "grad_scale": None}, variant=_RMSPROP_VARIANT)
     return w, config
+
+
+_ADAM = {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "t": 0}
+_ADAM_VARIANT = _variant("adam_sq", corrected=True)
 
 
 def adam(w, dw, config=None):
     """Adam with bias-corrected moments, in place (see the module docstring).
     config: learning_rate (1e-3), beta1 (0.9), beta2 (0.999), epsilon (1e-8),
     m and v (zeros), t (0, incremented before the update)."""
-    config = _config(config, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999,
-                                 "epsilon": 1e-8, "t": 0})
+    config = _config(config, _ADAM)
     m, v = _state(config, "m", w), _state(config, "v", w)
     t = int(config["t"]) + 1
-    run_rule("adam_sq", [w], [dw], {"m": [m], "v": [v]}, dict(
-        step=t, lr=config["learning_rate"], beta1=config["beta1"], beta2=config["beta2"],
-        eps=config["epsilon"], corrected=True, grad_scale=None))
+    run_rule("adam_sq", [w], [dw], {"m": [m], "v": [v]}, {
+        "step": t, "lr": config["learning_rate"], "beta1": config["beta1"],
+        "beta2": config["beta2"], "eps": config["epsilon"], "corrected": True,
+        "grad_scale": None}, variant=_ADAM_VARIANT)
     config["t"] = t
     return w, config
 

@@ -27,6 +27,7 @@ One-line change: ``from fastopt.compat.nnfs import Optimizer_Adam``.
 import numpy as np
 
 from ..functional import run_rule
+from ..rules import RULES
 
 
 class _Optimizer:
@@ -60,7 +61,19 @@ class _Optimizer:
     def _run(self, rule, layer, state_names, hyper):
         states = dict(zip(state_names, self._layer_states(layer)))
         run_rule(rule, [layer.weights, layer.biases], [layer.dweights, layer.dbiases],
-                 states, hyper)
+                 states, hyper, variant=_variant(rule, hyper))
+
+
+_VARIANTS = {}
+
+
+def _variant(rule, hyper):
+    """The kernel variant of ``rule`` with the options these classes pass (fixed per
+    rule but for SGD's momentum, which picks another rule): found once."""
+    variant = _VARIANTS.get(rule)
+    if variant is None:
+        variant = _VARIANTS[rule] = (RULES[rule].kernel_flags(hyper), RULES[rule].slots(hyper))
+    return variant
 
 
 class Optimizer_SGD(_Optimizer):

@@ -25,6 +25,8 @@ so their branches vanish.
 """
 
 import inspect
+import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -53,6 +55,13 @@ SCALED = 2  # a grad_scale divides (else SCALE is +-1 and multiplies: exact, and
 DECAYED = 3
 
 REQUIRED = inspect.Parameter.empty  # an option without a default
+
+
+def _getter(names):
+    """``values -> tuple(values[name] for name in names)``, in one C call."""
+    if len(names) >= 2:
+        return operator.itemgetter(*names)
+    return lambda values: tuple(values[name] for name in names)
 
 
 def slots(names):
@@ -91,6 +100,8 @@ LEARNING_RATE = nonnegative("learning rate (lr)")
 
 
 def _step(step):
+    if type(step) is int and step >= 1:  # the common case, without ABCs
+        return step
     if isinstance(step, bool) or not isinstance(step, int) and not hasattr(step, "__index__"):
         raise TypeError(f"step must be an integer, got {step!r}")
     if int(step) < 1:
@@ -200,6 +211,8 @@ class Rule:
 
     def slots(self, hyper):
         """The state name in each of the kernel's three slots (None where unused)."""
+        if self._slots is not None:  # every state always exists
+            return self._slots
         names = [s.name if s.when is None or s.when(hyper) else None for s in self.states]
         return tuple(names + [None] * (3 - len(names)))
 
@@ -234,7 +247,17 @@ class Rule:
         checks += [(name, real(name)) for name in self.carried]
         object.__setattr__(self, "checks", tuple(checks))
         object.__setattr__(self, "_order", tuple(COMMON) + tuple(self.scalars))
-        object.__setattr__(self, "_padding", [0.0] * (HYPER_LEN - len(self._order)))
+        object.__setattr__(self, "_padding", (0.0,) * (HYPER_LEN - len(self._order)))
+        object.__setattr__(self, "_own", _getter(self.scalars))
+        # A rule without a step counter is called with the same hyperparameter objects
+        # step after step (a trainer's config, an optimizer's checked options): its
+        # scalars are kept for the last values seen, compared by identity (exact: the
+        # values are immutable), which costs a fifth of packing them again.
+        object.__setattr__(self, "_remember", "step" not in self.context)
+        object.__setattr__(self, "_last_packed", None)
+        always = all(s.when is None for s in self.states)
+        object.__setattr__(self, "_slots", tuple(
+            [s.name for s in self.states] + [None] * (3 - len(self.states))) if always else None)
         slots(self.scalars)  # they fit HYPER_LEN
 
     def check(self, hyper):
@@ -261,8 +284,8 @@ class Rule:
         scale = 1.0 if hyper["grad_scale"] is None else hyper["grad_scale"]
         wd = hyper.get("weight_decay", 0.0)
         decoupled = self.decoupled is not None and self.decoupled(hyper)
-        return [-scale if hyper.get("maximize") else scale, 0.0 if decoupled else wd,
-                hyper.get("l1", 0.0), 0.0, 1.0, 1.0 - hyper["lr"] * wd if decoupled else 1.0]
+        return (-scale if hyper.get("maximize") else scale, 0.0 if decoupled else wd,
+                hyper.get("l1", 0.0), 0.0, 1.0, 1.0 - hyper["lr"] * wd if decoupled else 1.0)
 
     def scalar_values(self, hyper):
         """Every kernel scalar by name, in float64: the common ones, then the rule's."""
@@ -271,17 +294,26 @@ class Rule:
         return values
 
     def pack(self, dtype, hyper):
-        """The kernel's scalars in ``dtype``, in order. A value that overflows the dtype
-        (as ``lr=1e39`` overflows float32) or a grad_scale that rounds to 0 would write
-        inf or NaN into every element, so it is refused, naming its hyperparameter."""
-        vector = self._common_values(hyper)
-        own = self.host(hyper)
-        vector += [own[name] for name in self.scalars]
-        vector += self._padding
+        """The kernel's scalars in ``dtype``, in order, as an array (see
+        :meth:`pack_values`)."""
+        return np.array(self.pack_values(dtype, hyper), dtype=dtype)  # each rounds once
+
+    def pack_values(self, dtype, hyper):
+        """The kernel's :data:`HYPER_LEN` scalars, in order, as a tuple of float64 values
+        that each fit ``dtype``: the launchers cast them to it (each rounds once). A
+        value that overflows the dtype (as ``lr=1e39`` overflows float32) or a
+        grad_scale that rounds to 0 would write inf or NaN into every element, so it is
+        refused, naming its hyperparameter."""
+        last = self._last_packed
+        if last is not None and last[0] is dtype and len(last[1]) == len(hyper) \
+                and all(map(operator.is_, hyper, last[1])) \
+                and all(map(operator.is_, hyper.values(), last[2])):
+            return last[3]  # the very same values as the last call's: the same scalars
+        vector = (*self._common_values(hyper), *self._own(self.host(hyper)), *self._padding)
         rounds_to_inf, rounds_to_zero = _ROUNDING[dtype]
-        # the sum is inf or NaN when any value is; a sum past the limit from finite
-        # values that each fit only sends the check below to look
-        if not sum(map(abs, vector)) < rounds_to_inf or abs(vector[SCALE]) <= rounds_to_zero:
+        # The norm is NaN or inf when a value is, and at least the largest magnitude (a
+        # norm past the limit from values that each fit only sends the check to look).
+        if not math.hypot(*vector) < rounds_to_inf or abs(vector[SCALE]) <= rounds_to_zero:
             values, order = self.scalar_values(hyper), self._order
             for name in order:
                 value = values[name]
@@ -291,7 +323,10 @@ class Rule:
                     became = "0" if abs(value) < 1 else "inf"
                     raise ValueError(f"{blame} does not fit the params' dtype "
                                      f"{np.dtype(dtype)}: {value!r} becomes {became} there")
-        return np.array(vector, dtype=dtype)  # Python floats: each rounds once
+        if self._remember:
+            object.__setattr__(self, "_last_packed",
+                               (dtype, tuple(hyper), tuple(hyper.values()), vector))
+        return vector
 
     def carried_in(self, hyper):
         """``hyper`` with each carried value filled in where it is None (its initial
