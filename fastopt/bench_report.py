@@ -294,10 +294,46 @@ def small_summary_rows(results):
     return rows
 
 
+SMALL_FIXED_METHODS = ("numpy", "numba", "c", "torch")
+SMALL_FIXED_HEADER = ["entry point", "elements"] + [
+    f"{m} {what}" for m in SMALL_FIXED_METHODS for what in ("fixed us", "ns/element")]
+
+
+def small_fixed_cost_rows(results):
+    """For each entry point timed at three or more element counts: per method, the
+    fixed cost of a call (its time at the fewest elements, where the work is a few
+    nanoseconds) and the cost per element (the slope between the fewest and the most
+    elements)."""
+    points = defaultdict(lambda: defaultdict(dict))  # entry -> method -> {elements: us}
+    for r in results:
+        points[r.entry][r.method][r.elements] = r.min_us
+    rows = []
+    for entry, by_method in points.items():
+        counts = sorted({n for timed in by_method.values() for n in timed})
+        if len(counts) < 3:
+            continue
+        cells = []
+        for method in SMALL_FIXED_METHODS:
+            timed = by_method.get(method, {})
+            if len(timed) < 2:
+                cells += ["-", "-"]
+                continue
+            low, high = min(timed), max(timed)
+            cells += [_fmt(timed[low], ".1f"),
+                      _fmt((timed[high] - timed[low]) / (high - low) * 1e3, ".2f")]
+        rows.append([entry, f"{counts[0]}-{counts[-1]}", *cells])
+    return rows
+
+
 def small_summary(results):
     """The per-case summary of a ``--small`` run, as text."""
-    return ("per call, minimum over rounds; vs NumPy = the NumPy code's time / fastopt's\n"
+    text = ("per call, minimum over rounds; vs NumPy = the NumPy code's time / fastopt's\n"
             + _text_table(SMALL_SUMMARY_HEADER, small_summary_rows(results), left=2))
+    fixed = small_fixed_cost_rows(results)
+    if fixed:
+        text += ("\nfixed cost (us per call at the fewest elements) and cost per element\n"
+                 + _text_table(SMALL_FIXED_HEADER, fixed, left=2))
+    return text
 
 
 def record(title, module_doc, info, command, sections, when=None):
@@ -320,16 +356,22 @@ def small_markdown(results, info, command, when=None):
                   bench_small.__doc__, info, command, [
                       ("Summary", _markdown_table(SMALL_SUMMARY_HEADER,
                                                   small_summary_rows(results), left=2)),
+                      ("Fixed cost per call and cost per element", _markdown_table(
+                          SMALL_FIXED_HEADER, small_fixed_cost_rows(results), left=2)),
                       ("Every method", _markdown_table(SMALL_COLUMNS, _small_rows(results),
                                                        left=3))], when)
 
 
 def small_readme_block(results, info, command, record=None, when=None):
     """The README's small-work block: the summary table and where it came from."""
-    return _readme_block(
-        (SMALL_README_BEGIN, SMALL_README_END),
-        _markdown_table(SMALL_SUMMARY_HEADER, small_summary_rows(results), left=2),
-        info, command, record, when, "Every method")
+    tables = _markdown_table(SMALL_SUMMARY_HEADER, small_summary_rows(results), left=2)
+    fixed = small_fixed_cost_rows(results)
+    if fixed:
+        tables += ("\n\nThe fixed cost of a call (us at the fewest elements) and the cost "
+                   "per element (ns, the slope to the most elements):\n\n"
+                   + _markdown_table(SMALL_FIXED_HEADER, fixed, left=2))
+    return _readme_block((SMALL_README_BEGIN, SMALL_README_END), tables, info, command,
+                         record, when, "Every method")
 
 
 # ---------------------------------------------------------------------------

@@ -194,6 +194,25 @@ def test_bench_small_run_json_markdown_and_readme(tmp_path, capsys):
     assert "| compat.cs231n.adam | 10 |" in block
 
 
+def test_bench_small_fixed_cost_is_the_time_at_the_fewest_elements():
+    from fastopt.bench_small import SmallResult
+
+    def result(entry, elements, method, us):
+        return SmallResult(entry, str(elements), elements, 1, method, 10, us, us)
+
+    results = [result("f", 10, "numba", 5.0), result("f", 100, "numba", 5.5),
+               result("f", 1000, "numba", 10.0), result("f", 10, "numpy", 8.0),
+               result("f", 1000, "numpy", 30.0),
+               result("g", 4, "numba", 1.0), result("g", 8, "numba", 2.0)]  # two sizes only
+    (row,) = bench_report.small_fixed_cost_rows(results)
+    assert row[:2] == ["f", "10-1000"]
+    cells = dict(zip(bench_report.SMALL_FIXED_HEADER[2:], row[2:]))
+    assert cells["numba fixed us"] == "5.0" and cells["numba ns/element"] == "5.05"
+    assert cells["numpy fixed us"] == "8.0" and cells["numpy ns/element"] == "22.22"
+    assert cells["c fixed us"] == "-" and cells["torch ns/element"] == "-"
+    assert "fixed cost" in bench_report.small_summary(results)
+
+
 def test_bench_small_refuses_the_roofline_options(capsys):
     with pytest.raises(SystemExit, match="--small takes"):
         cli.main(["bench", "--small", "--kernels", "adam"])
