@@ -197,7 +197,8 @@ class Optimizer:
         hyper = dict(cached.checked, grad_scale=grad_scale)
         if callable(lr):
             hyper["lr"] = LEARNING_RATE(lr(self._steps))
-        return rule.carried_in(self._per_step(gi, hyper))
+        hyper = self._per_step(gi, hyper)
+        return rule.carried_in(hyper) if rule.carried else hyper
 
     def _per_step(self, gi, hyper):
         """``hyper`` with what the optimizer itself supplies each step: the step (from
@@ -208,8 +209,10 @@ class Optimizer:
             hyper["step"] = self._steps + 1
         if "first" in rule.context:
             hyper["first"] = self._steps == 0
-        for name in rule.carried:
-            hyper[name] = self._carried[gi].get(name)
+        if rule.carried:
+            carried = self._carried[gi]
+            for name in rule.carried:
+                hyper[name] = carried.get(name)
         return hyper
 
     def _hyper(self, gi, group, grad_scale):
@@ -250,7 +253,8 @@ class Optimizer:
         if backends.FORKED and self._backend.name == "numba":
             self._rebind()
         flat_grads = self._match_grads(grads)
-        grad_scale = _validate.grad_scale(grad_scale)
+        if grad_scale is not None:
+            grad_scale = _validate.grad_scale(grad_scale)
         plan, hypers = [], []
         rule = self._rule
         for gi, (group, sets) in enumerate(zip(self.param_groups, self._sets)):
@@ -478,7 +482,8 @@ class _CheckedGroup:
                 return False
         except (KeyError, ValueError, TypeError):  # a key gone; arrays compared
             return False
-        return all(_frozen(group[k]) == frozen for k, frozen in self.mutable)
+        return not self.mutable or all(_frozen(group[k]) == frozen
+                                       for k, frozen in self.mutable)
 
 
 def _frozen(value):
