@@ -122,11 +122,11 @@ class _Plan:
         self.refs, self.launches = refs, {}
 
     def plain_grads(self, arrays, grads):
-        """This step's grads as 1-D views when ``arrays`` are still the very arrays
+        """This step's grads as 1-D arrays when ``arrays`` are still the very arrays
         planned for and writable (the flag can be cleared after the first call) and
-        each grad is a plain C-contiguous NumPy array of its param's dtype and shape,
-        checked against the arrays' memory; None for anything else (the full checks
-        then decide)."""
+        each grad is a NumPy array of its param's dtype and shape
+        (:func:`fastopt._validate.plain_flat_grads`), checked against the arrays'
+        memory; None for anything else (the full checks then decide)."""
         if len(grads) != len(self.dtypes) or len(arrays) != len(self.refs):
             return None
         for ref, a in zip(self.refs, arrays):
