@@ -48,9 +48,8 @@ def run_rule(rule, params, grads, states, hyper, backend=None, variant=None):
     sets, overlap checks, launchers) is found by the arrays' ids, and grads that are
     NumPy arrays of the params' dtypes and shapes are checked in a few operations.
     Everything else takes the full checks, with their errors. ``variant``: the
-    kernel variant ``(Rule.kernel_flags(hyper), Rule.slots(hyper))`` where the caller
-    knows it (it depends on the options only, and a caller that checked them once can
-    keep it)."""
+    kernel variant (:meth:`fastopt.rules.Rule.kernel_variant`) where the caller knows
+    it."""
     params, grads = _as_list(params), _as_list(grads)
     arrays = params.copy()
     for group in states.values():
@@ -115,7 +114,7 @@ class _Plan:
     for :func:`fastopt._validate.plain_flat_grads`, the backend, and per kernel
     variant the launchers with their grads' positions."""
 
-    __slots__ = ("refs", "sets", "spans", "dtypes", "runner", "launches", "__weakref__")
+    __slots__ = ("refs", "sets", "spans", "dtypes", "runner", "launches")
 
     def __init__(self, sets, spans, dtypes, runner, refs=()):
         self.sets, self.spans, self.dtypes, self.runner = sets, spans, dtypes, runner
@@ -138,14 +137,11 @@ class _Plan:
         """Pack the scalars of every set (all of them fit, or this raises before
         anything is written), then run one kernel per set, whole even under Ctrl-C."""
         if variant is None:
-            variant = (rule.kernel_flags(hyper), rule.slots(hyper))
+            variant = rule.kernel_variant(hyper)
         launches = self.launches.get(variant)
         if launches is None:
-            launches = self.launches[variant] = [
-                (self.runner.launch(rule, tensors, *variant),
-                 None if len(tensors.indices) == len(flat_grads) else tensors.indices,
-                 tensors.dtype)
-                for tensors in self.sets]
+            launches = self.launches[variant] = self.runner.launches(
+                rule, self.sets, variant, len(flat_grads))
         if len(launches) == 1 and self.runner.single_call:
             # one call into compiled code, which a signal cannot interrupt half way
             run, _, dtype = launches[0]
@@ -274,8 +270,7 @@ class _FrontCall:
         # the variant follows from the options and whether a grad_scale is given
         variant = variants.get(grad_scale is None)
         if variant is None:
-            variant = variants[grad_scale is None] = (rule.kernel_flags(hyper),
-                                                      rule.slots(hyper))
+            variant = variants[grad_scale is None] = rule.kernel_variant(hyper)
         return hyper, needed, variant
 
 

@@ -8,7 +8,6 @@ and one step is one fused multi-tensor kernel call per group and dtype. The clas
 are generated from the rule declarations; :class:`Optimizer` holds all their code.
 """
 
-import operator
 import threading
 from collections.abc import Mapping
 
@@ -19,7 +18,7 @@ from ._params import is_array, plain
 from ._tensorset import TensorSet
 from .grads import _all_finite_flat
 from .rules import OPTIMIZERS
-from .rules._spec import LEARNING_RATE
+from .rules._spec import LEARNING_RATE, tuple_getter
 
 
 class Optimizer:
@@ -84,9 +83,8 @@ class Optimizer:
         if any(keyed) and not all(keyed):
             raise ValueError("mix of dict and list params; use one structure")
         self._keyed = all(keyed)
-        # the grads of named params in flat order, in one C call
-        self._pick = None if not self._keyed else operator.itemgetter(*self._keys) \
-            if len(self._keys) > 1 else (lambda grads, key=self._keys[0]: (grads[key],))
+        # the grads of named params in flat order
+        self._pick = tuple_getter(self._keys) if self._keyed else None
         self._spans = _safety.Spans(self._flat, [f"param {n}" for n in self._names])
         self._plain_dtypes = _validate.plain_dtypes(self._flat)  # for _plain_grads
         # One step at a time: a step reads and writes the whole state, and a second
@@ -294,12 +292,8 @@ class Optimizer:
         if launches is None:
             self._check_states(hyper, sets)
             rule = self._rule
-            flags, slots = rule.kernel_flags(hyper), rule.slots(hyper)
-            everyone = list(range(len(self._flat)))
-            launches = cached.launches[scaled] = [
-                (self._backend.launch(rule, tensors, flags, slots),
-                 None if tensors.indices == everyone else tensors.indices, tensors.dtype)
-                for tensors in sets]
+            launches = cached.launches[scaled] = self._backend.launches(
+                rule, sets, rule.kernel_variant(hyper), len(self._flat))
         return launches
 
     def _check_states(self, hyper, sets):
@@ -466,8 +460,8 @@ class _CheckedGroup:
 
     def __init__(self, group, checked):
         keys = [k for k in group if k != "params"]
-        self.keys = operator.itemgetter(*keys, "params")  # the options, in one C call
-        self.values = self.keys(group)[:-1]
+        self.keys = tuple_getter(keys)  # the options' values, as a tuple
+        self.values = self.keys(group)
         self.mutable = [(k, _frozen(group[k])) for k in keys
                         if isinstance(group[k], (list, np.ndarray))]
         self.size = len(group)
@@ -478,7 +472,7 @@ class _CheckedGroup:
         if len(group) != self.size:
             return False
         try:
-            if self.keys(group)[:-1] != self.values:
+            if self.keys(group) != self.values:
                 return False
         except (KeyError, ValueError, TypeError):  # a key gone; arrays compared
             return False

@@ -37,13 +37,22 @@ class Backend:
                 run = tensors.cache[key] = self._launcher(rule, tensors, flags, slots)
         return run
 
+    def launches(self, rule, sets, variant, n_params):
+        """``[(launcher, indices, dtype)]`` of each TensorSet in ``sets`` for kernel
+        ``variant`` (:meth:`fastopt.rules.Rule.kernel_variant`): ``indices`` are the
+        positions of the set's grads among a step's ``n_params`` grads, None where the
+        set holds all of them (in order: sets list their params in order)."""
+        return [(self.launch(rule, tensors, *variant),
+                 None if len(tensors.indices) == n_params else tensors.indices, tensors.dtype)
+                for tensors in sets]
+
     def optim_step(self, rule_name, tensors, grads, hyper, values=None):
         """Apply one step of rule ``rule_name`` to every tensor of ``tensors`` (with
         its kernel scalars ``values`` already, or packed here)."""
         rule = RULES[rule_name]
         if values is None:
             values = rule.pack_values(tensors.dtype, hyper)
-        run = self.launch(rule, tensors, rule.kernel_flags(hyper), rule.slots(hyper))
+        run = self.launch(rule, tensors, *rule.kernel_variant(hyper))
         run(grads, hyper, values)
 
     def _launcher(self, rule, tensors, flags, slots):

@@ -41,7 +41,7 @@ def _contiguous(*arrays):
 _MAPS, _BUCKETS = (table.reshape(-1) for table in quant.codec_tables())
 
 
-def _BN_MATH(running_update):
+def _bn_math_with(running_update):
     """:mod:`fastopt._bn_math`'s functions, ``running_update`` replaced."""
     functions = {f.__name__: f for f in _bn_math.FUNCTIONS}
     return SimpleNamespace(**dict(functions, running_update=running_update))
@@ -55,6 +55,7 @@ class CBackend(Backend):
 
     def __init__(self):
         self._optim = {"f32": lib.fo_optim_f32, "f64": lib.fo_optim_f64}
+        self._has_variant = {"f32": lib.fo_has_variant_f32, "f64": lib.fo_has_variant_f64}
         self._sumsq = {"f32": lib.fo_sumsq_f32, "f64": lib.fo_sumsq_f64}
         self._finite = {"f32": lib.fo_finite_f32, "f64": lib.fo_finite_f64}
         self._bn_sums = {"f32": lib.fo_bn_sums_f32, "f64": lib.fo_bn_sums_f64}
@@ -65,7 +66,7 @@ class CBackend(Backend):
         self._bn_running = {"f32": lib.fo_bn_running_update_f32,
                             "f64": lib.fo_bn_running_update_f64}
         # fastopt._bn_math, with the running statistics' update in C
-        self.bn_math = _BN_MATH(self._running_update)
+        self.bn_math = _bn_math_with(self._running_update)
 
     @staticmethod
     def threads():
@@ -81,6 +82,9 @@ class CBackend(Backend):
     def _launcher(self, rule, tensors, flags, slots):
         ctype, tag = _TYPES[tensors.dtype]
         optim, variant = self._optim[tag], rule.variant(flags)
+        if not self._has_variant[tag](variant):  # unreachable through the public API
+            raise RuntimeError(f"the C backend has no kernel variant {variant}")
+        parallel = _tables.parallel(tensors.total)
         codecs = ()
         if tensors.bits == 8:  # float32 params; the codebooks ride along
             optim = lib.fo_optim8_f32
@@ -89,29 +93,17 @@ class CBackend(Backend):
                       _ptr("int32_t[]", _BUCKETS))
         tables = {}  # thread count -> the tables' C pointers (the tables stay cached)
 
-        def pointers(parts):
-            addresses, chunks = _tables.optim_tables(tensors, slots, parts)
-            kept = tables[parts] = (_ptr("int64_t[]", addresses), _ptr("int64_t[]", chunks),
-                                    len(chunks))
-            return kept
-
-        if _tables.parallel(tensors.total):
-            def run(grads, hyper, values):
-                parts = self.threads()  # OMP_NUM_THREADS may change
-                addresses, chunks, n_chunks = tables.get(parts) or pointers(parts)
-                status = optim(variant, addresses, [_from_buffer(g) for g in grads], chunks,
-                               n_chunks, ffi.new(ctype, values), parts, *codecs)
-                if status != 0:  # unreachable through the public API, which validates first
-                    raise RuntimeError(f"the C backend has no kernel variant {variant}")
-            return run
-        addresses, chunks, n_chunks = pointers(1)
-        if optim(variant, addresses, [], chunks, 0, ffi.NULL, 1, *codecs) != 0:
-            raise RuntimeError(f"the C backend has no kernel variant {variant}")
-
-        def run_small(grads, hyper, values):  # cffi casts the values into a C array
+        def run(grads, hyper, values):  # cffi casts the values into a C array
+            parts = self.threads() if parallel else 1  # OMP_NUM_THREADS may change
+            kept = tables.get(parts)
+            if kept is None:
+                addresses, chunks = _tables.optim_tables(tensors, slots, parts)
+                kept = tables[parts] = (_ptr("int64_t[]", addresses),
+                                        _ptr("int64_t[]", chunks), len(chunks))
+            addresses, chunks, n_chunks = kept
             optim(variant, addresses, [_from_buffer(g) for g in grads], chunks, n_chunks,
-                  values, 1, *codecs)
-        return run_small
+                  values, parts, *codecs)
+        return run
 
     def _per_chunk(self, kernels, arrays, dtype, ctype):
         """One value per fixed chunk of same-dtype 1-D contiguous arrays."""
@@ -137,7 +129,6 @@ class CBackend(Backend):
         """A window's forward and backward pass as one C call each (the per-channel
         maths in C too), as :mod:`fastopt.batchnorm` calls them."""
         return self._bn_forward, self._bn_backward
-
 
     def _bn_forward(self, x3, shift, mean, var, gamma, beta, eps, n, training, y3, c0, c1):
         _contiguous(x3, y3)

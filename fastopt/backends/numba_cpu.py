@@ -92,16 +92,10 @@ def _set_thread_count(typingctx, count):
 
 
 @numba.njit(inline="always")
-def _hyper_tuple(a):
-    # HYPER_LEN scalars as an SSA tuple: no reloads from memory inside the loop.
-    return (a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11],
-            a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19])
-
-
-@numba.njit(inline="always")
 def _hyper_of(a, dtype):
-    # HYPER_LEN float64 scalars cast to the kernel's dtype (each rounds once, as NumPy's
-    # cast does).
+    # HYPER_LEN scalars (an array of the kernel's dtype, or a tuple of float64) in the
+    # kernel's dtype as an SSA tuple: no reloads from memory inside the loop, and each
+    # float64 rounds once, as NumPy's cast does (the dtype's own values stay as they are).
     return (dtype(a[0]), dtype(a[1]), dtype(a[2]), dtype(a[3]), dtype(a[4]), dtype(a[5]),
             dtype(a[6]), dtype(a[7]), dtype(a[8]), dtype(a[9]), dtype(a[10]), dtype(a[11]),
             dtype(a[12]), dtype(a[13]), dtype(a[14]), dtype(a[15]), dtype(a[16]),
@@ -160,7 +154,7 @@ def _make_optim_kernel(rule_id, flags, used, dtype, stamp):
         if stamp < 0:  # never: the stamp only keys the cache
             return
         outer = _take_threads(threads)
-        h = _hyper_tuple(hyper)
+        h = _hyper_of(hyper, dtype)
         for c in numba.prange(chunks.shape[0]):
             t = chunks[c, 0]
             n = chunks[c, 2] - chunks[c, 1]
@@ -312,7 +306,7 @@ def _make_optim8_kernel(rule_id, flags, used, signed, stamp):
         if stamp < 0:  # never: the stamp only keys the cache
             return
         outer = _take_threads(threads)
-        h = _hyper_tuple(hyper)
+        h = _hyper_of(hyper, np.float32)
         for c in numba.prange(chunks.shape[0]):
             chunk_step(addresses, chunks[c, 0], chunks[c, 1], chunks[c, 2] - chunks[c, 1], h)
         _set_thread_count(outer)
@@ -579,8 +573,8 @@ class NumbaBackend(Backend):
     def _launcher(self, rule, tensors, flags, slots):
         used = tuple(name is not None for name in slots)
         signed = tensors.signs(slots) if tensors.bits == 8 else None
-        kernel = self._kernel(rule, flags, used, tensors.dtype, signed)
         dtype = tensors.dtype
+        kernel = self._kernel(rule, flags, used, dtype, signed)
         if _tables.parallel(tensors.total):
             def run(grads, hyper, values):
                 # chunks balanced over the threads the calling thread has now
@@ -599,8 +593,8 @@ class NumbaBackend(Backend):
 
         if signed is not None:
             return on_one_thread
-        serial = self._kernel(rule, flags, used, tensors.dtype, serial=True)
-        return self._serial_launcher(serial, addresses, tensors.dtype, on_one_thread)
+        serial = self._kernel(rule, flags, used, dtype, serial=True)
+        return self._serial_launcher(serial, addresses, dtype, on_one_thread)
 
     @staticmethod
     def _serial_launcher(kernel, addresses, dtype, fallback):
@@ -629,13 +623,20 @@ class NumbaBackend(Backend):
             return run
 
         def run_groups(grads, hyper, values):
-            if not all(type(g) is np.ndarray and g.flags.writeable for g in grads) \
-                    or not all(isinstance(v, float) for v in values):
+            # Only the grads differ between groups: a later group's could be refused
+            # after the first ran, so they are looked at first; values the signature
+            # refuses, the first call refuses before anything runs.
+            if not all(type(g) is np.ndarray and g.flags.writeable for g in grads):
                 fallback(grads, hyper, values)
                 return
             grads = (*grads, *padding)
-            for i, table in enumerate(tables):
-                kernel(table, grads[i * k:(i + 1) * k], values)
+            try:
+                kernel(tables[0], grads[:k], values)
+            except TypeError:
+                fallback(grads[:n], hyper, values)
+                return
+            for i in range(1, len(tables)):
+                kernel(tables[i], grads[i * k:(i + 1) * k], values)
         return run_groups
 
     def _reductions(self, dtype):

@@ -54,9 +54,7 @@ def _state(config, key, w):
 def _variant(rule, **hyper):
     """The kernel variant of ``rule`` with these options and no grad_scale (the
     adapters' options are fixed, so it is found once: :func:`run_rule`)."""
-    rule = RULES[rule]
-    hyper = dict(hyper, grad_scale=None)
-    return rule.kernel_flags(hyper), rule.slots(hyper)
+    return RULES[rule].kernel_variant(dict(hyper, grad_scale=None))
 
 
 _SGD = {"learning_rate": 1e-2}

@@ -72,7 +72,7 @@ def _variant(rule, hyper):
     rule but for SGD's momentum, which picks another rule): found once."""
     variant = _VARIANTS.get(rule)
     if variant is None:
-        variant = _VARIANTS[rule] = (RULES[rule].kernel_flags(hyper), RULES[rule].slots(hyper))
+        variant = _VARIANTS[rule] = RULES[rule].kernel_variant(hyper)
     return variant
 
 

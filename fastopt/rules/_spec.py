@@ -57,8 +57,9 @@ DECAYED = 3
 REQUIRED = inspect.Parameter.empty  # an option without a default
 
 
-def _getter(names):
-    """``values -> tuple(values[name] for name in names)``, in one C call."""
+def tuple_getter(names):
+    """``values -> tuple(values[name] for name in names)``, in one C call where there
+    are two or more names (``operator.itemgetter`` gives a bare value for one)."""
     if len(names) >= 2:
         return operator.itemgetter(*names)
     return lambda values: tuple(values[name] for name in names)
@@ -248,7 +249,7 @@ class Rule:
         object.__setattr__(self, "checks", tuple(checks))
         object.__setattr__(self, "_order", tuple(COMMON) + tuple(self.scalars))
         object.__setattr__(self, "_padding", (0.0,) * (HYPER_LEN - len(self._order)))
-        object.__setattr__(self, "_own", _getter(self.scalars))
+        object.__setattr__(self, "_own", tuple_getter(self.scalars))
         # A rule without a step counter is called with the same hyperparameter objects
         # step after step (a trainer's config, an optimizer's checked options): its
         # scalars are kept for the last values seen, compared by identity (exact: the
@@ -272,6 +273,12 @@ class Rule:
         return checked
 
     # -- what the kernels get -------------------------------------------------------
+
+    def kernel_variant(self, hyper):
+        """``(kernel_flags, slots)``: what picks the compiled kernel. It depends on the
+        options and on whether a grad_scale is given, not on the step, so a caller
+        that checked the options once can keep it."""
+        return self.kernel_flags(hyper), self.slots(hyper)
 
     def kernel_flags(self, hyper):
         """The structural flags: the rule's two, then SCALED and DECAYED."""
