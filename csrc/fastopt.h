@@ -40,6 +40,13 @@ int fo_optim8_f32(int variant, const int64_t *addresses, const char *const *grad
                   const unsigned char *signed_slots, const float *maps,
                   const int32_t *buckets);
 
+/* Blockwise codes of float values[:n] (fastopt.quant.quantize_blockwise): codes[:n]
+   and absmax[:ceil(n / 256)], with the signed or the unsigned encoder table of
+   `buckets` (laid out as in fo_optim8_f32), on the encoder fo_optim8_f32 runs when
+   `wide` is 1 (AVX-512 where the CPU has it), on the portable one when 0. */
+void fo_quantize_blocks_f32(const float *values, int64_t n, uint8_t *codes, float *absmax,
+                            int is_signed, const int32_t *buckets, int wide);
+
 /* Reductions over the chunks of 1-D arrays (`addresses` has one column here):
    out[c] = float64 sum of squares of chunk c / 1 if chunk c is all finite, else 0. */
 void fo_sumsq_f32(const int64_t *addresses, const int64_t *chunks, int64_t n_chunks,

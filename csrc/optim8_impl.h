@@ -60,12 +60,151 @@ FO_CLONES static void fo_dequantize(const uint8_t *restrict codes,
 
 /* The codes of values[:n] in a block of absmax. (A function of its own: with the
    absmax computed in the same function, GCC 12 does not vectorise the loop.) */
-FO_CLONES static void fo_quantize(const float *restrict values, const int64_t n,
-                                  const float absmax, uint8_t *restrict codes,
-                                  const int32_t *restrict buckets, const int32_t zero)
+FO_CLONES static void fo_quantize_portable(const float *restrict values, const int64_t n,
+                                           const float absmax, uint8_t *restrict codes,
+                                           const int32_t *restrict buckets,
+                                           const int32_t zero)
 {
     for (int64_t j = 0; j < n; j++)
         codes[j] = (uint8_t)fo_encode(values[j], absmax, buckets, zero);
+}
+
+/* AVX-512 versions of the codec, chosen at run time where the CPU has AVX-512F. GCC
+   writes the table lookups of the portable loops as one scalar load a lane; these use
+   the gather instructions, and replace the encoder's division by a multiplication
+   whose result is corrected to the exact quotient (below). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) \
+    && !defined(FASTOPT_NO_CLONES)
+#define FO_CODEC_AVX512 1
+#include <immintrin.h>
+
+#define FO_AVX512 __attribute__((target("avx512f")))
+
+FO_AVX512 static void fo_dequantize_avx512(const uint8_t *restrict codes,
+                                           const float *restrict table, const float absmax,
+                                           float *restrict out, const int64_t n)
+{
+    const __m512 scale = _mm512_set1_ps(absmax);
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __m512i index =
+            _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + j)));
+        _mm512_storeu_ps(out + j, _mm512_mul_ps(_mm512_i32gather_ps(index, table, 4), scale));
+    }
+    for (; j < n; j++)
+        out[j] = table[codes[j]] * absmax;
+}
+
+/* fo_encode on 16 lanes. The quotient |v| / absmax is computed without a division
+   (Markstein's theorem: with y = RN(1/b) and q0 = RN(a*y), r = a - b*q0 is exact in an
+   FMA and RN(q0 + r*y) = RN(a/b), provided nothing underflows). Both operands are first
+   scaled by the power of two that takes absmax into [1, 2): then a/b >= 2**-24 keeps r
+   a normal number, and a smaller quotient, which may come out inexact, codes as 1 like
+   every quotient below 2**-23 (the first bucket's threshold is never reached). A block
+   whose absmax is outside [2**-100, 2**100] (or not finite) takes the portable loop. */
+FO_AVX512 static void fo_quantize_avx512(const float *restrict values, const int64_t n,
+                                         const float absmax, uint8_t *restrict codes,
+                                         const int32_t *restrict buckets, const int32_t zero)
+{
+    if (!(absmax >= 0x1p-100f && absmax <= 0x1p100f)) {
+        fo_quantize_portable(values, n, absmax, codes, buckets, zero);
+        return;
+    }
+    uint32_t word;
+    memcpy(&word, &absmax, sizeof word);
+    const uint32_t exponent = word >> 23; /* absmax > 0: no sign bit */
+    const uint32_t scale_word = (254u - exponent) << 23; /* 2**(127 - exponent) */
+    float scale_value, unit;
+    memcpy(&scale_value, &scale_word, sizeof scale_value);
+    unit = absmax * scale_value; /* exact, in [1, 2) */
+    const __m512 scale = _mm512_set1_ps(scale_value), b = _mm512_set1_ps(unit);
+    const __m512 y = _mm512_set1_ps(1.0f / unit);
+    const __m512 zerof = _mm512_setzero_ps(), onef = _mm512_set1_ps(1.0f);
+    const __m512i base =
+        _mm512_set1_epi32((126 + FO_QUANT_MIN_EXPONENT) << FO_QUANT_MANTISSA_BITS);
+    const __m512i zeroi = _mm512_setzero_si512(), last = _mm512_set1_epi32(FO_QUANT_BUCKETS - 1);
+    const __m512i low_mask = _mm512_set1_epi32((1 << FO_QUANT_LOW_BITS) - 1);
+    const __m512i t_mask = _mm512_set1_epi32(0x7FFF), onei = _mm512_set1_epi32(1);
+    const __m512i zero_code = _mm512_set1_epi32(zero), top = _mm512_set1_epi32(255 - zero);
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __m512 v = _mm512_loadu_ps(values + j);
+        const __mmask16 negative = _mm512_cmp_ps_mask(v, zerof, _CMP_LT_OQ);
+        const __m512 a_scaled = _mm512_mul_ps(_mm512_abs_ps(v), scale);
+        const __m512 q0 = _mm512_mul_ps(a_scaled, y);
+        const __m512 a = _mm512_fmadd_ps(_mm512_fnmadd_ps(b, q0, a_scaled), y, q0);
+        const __m512i bits = _mm512_castps_si512(a);
+        __m512i index = _mm512_sub_epi32(_mm512_srai_epi32(bits, FO_QUANT_LOW_BITS), base);
+        index = _mm512_min_epi32(_mm512_max_epi32(index, zeroi), last);
+        const __m512i entry = _mm512_i32gather_epi32(index, buckets, 4);
+        __m512i threshold = _mm512_and_si512(entry, t_mask);
+        threshold = _mm512_mask_sub_epi32(
+            threshold, negative, threshold, _mm512_and_si512(_mm512_srai_epi32(entry, 15), onei));
+        const __mmask16 up = _mm512_cmp_epi32_mask(_mm512_and_si512(bits, low_mask), threshold,
+                                                   _MM_CMPINT_NLT);
+        const __m512i k0 = _mm512_srai_epi32(entry, 16);
+        __m512i k = _mm512_max_epi32(_mm512_mask_add_epi32(k0, up, k0, onei), onei);
+        k = _mm512_min_epi32(k, _mm512_mask_sub_epi32(top, negative, top, onei));
+        const __mmask16 valid = _mm512_cmp_ps_mask(v, zerof, _CMP_NEQ_UQ)
+                                & _mm512_cmp_ps_mask(a, onef, _CMP_LE_OQ);
+        __m512i code = _mm512_mask_sub_epi32(_mm512_add_epi32(zero_code, k), negative,
+                                             zero_code, k);
+        code = _mm512_mask_mov_epi32(zero_code, valid, code);
+        _mm_storeu_si128((__m128i *)(codes + j), _mm512_cvtepi32_epi8(code));
+    }
+    fo_quantize_portable(values + j, n - j, absmax, codes + j, buckets, zero);
+}
+#endif
+
+typedef void (*fo_dequantize_fn)(const uint8_t *restrict, const float *restrict, float,
+                                 float *restrict, int64_t);
+typedef void (*fo_quantize_fn)(const float *restrict, int64_t, float, uint8_t *restrict,
+                               const int32_t *restrict, int32_t);
+
+/* The codec this CPU runs best. */
+static int fo_codec_is_wide(void)
+{
+#ifdef FO_CODEC_AVX512
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+static fo_dequantize_fn fo_dequantizer(const int wide)
+{
+#ifdef FO_CODEC_AVX512
+    if (wide)
+        return fo_dequantize_avx512;
+#endif
+    (void)wide;
+    return fo_dequantize;
+}
+
+static fo_quantize_fn fo_quantizer(const int wide)
+{
+#ifdef FO_CODEC_AVX512
+    if (wide)
+        return fo_quantize_avx512;
+#endif
+    (void)wide;
+    return fo_quantize_portable;
+}
+
+/* Blockwise codes of values[:n] into codes[:n] and absmax[:ceil(n / block)], as
+   fastopt.quant.quantize_blockwise, with the kernels' encoder (`wide`: the AVX-512
+   one where the CPU has it, else the portable one). */
+void fo_quantize_blocks_f32(const float *values, int64_t n, uint8_t *codes, float *absmax,
+                            int is_signed, const int32_t *buckets, int wide)
+{
+    const fo_quantize_fn quantize = fo_quantizer(wide && fo_codec_is_wide());
+    const int32_t *table = buckets + (is_signed ? 0 : FO_QUANT_BUCKETS);
+    for (int64_t lo = 0; lo < n; lo += FO_QUANT_BLOCK) {
+        const int64_t m = n - lo < FO_QUANT_BLOCK ? n - lo : FO_QUANT_BLOCK;
+        const float top = fo_absmax(values + lo, m);
+        absmax[lo / FO_QUANT_BLOCK] = top;
+        quantize(values + lo, m, top, codes + lo, table, is_signed ? 127 : 0);
+    }
 }
 
 int fo_optim8_f32(int variant, const int64_t *addresses, const char *const *grads,
@@ -76,6 +215,9 @@ int fo_optim8_f32(int variant, const int64_t *addresses, const char *const *grad
     if (!fo_has_variant_f32(variant))
         return -1;
     const chunk_fn_f32 chunk = variants_f32[variant];
+    const int wide = fo_codec_is_wide();
+    const fo_dequantize_fn dequantize = fo_dequantizer(wide);
+    const fo_quantize_fn quantize = fo_quantizer(wide);
     (void)threads;
 
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
@@ -94,9 +236,9 @@ int fo_optim8_f32(int variant, const int64_t *addresses, const char *const *grad
                 slot[k] = NULL;
                 if (a[2 + k]) {
                     slot[k] = decoded[k];
-                    fo_dequantize(FO_PTR(const uint8_t, a[2 + k]) + start + lo,
-                                  maps + (signed_slots[k] ? 0 : 256),
-                                  FO_PTR(const float, a[5 + k])[block], slot[k], m);
+                    dequantize(FO_PTR(const uint8_t, a[2 + k]) + start + lo,
+                               maps + (signed_slots[k] ? 0 : 256),
+                               FO_PTR(const float, a[5 + k])[block], slot[k], m);
                 }
             }
             chunk(p + lo, g + lo, slot[0], slot[1], slot[2], m, hyper);
@@ -104,9 +246,9 @@ int fo_optim8_f32(int variant, const int64_t *addresses, const char *const *grad
                 if (a[2 + k]) {
                     const float top = fo_absmax(slot[k], m);
                     FO_PTR(float, a[5 + k])[block] = top;
-                    fo_quantize(slot[k], m, top, FO_PTR(uint8_t, a[2 + k]) + start + lo,
-                                buckets + (signed_slots[k] ? 0 : FO_QUANT_BUCKETS),
-                                signed_slots[k] ? 127 : 0);
+                    quantize(slot[k], m, top, FO_PTR(uint8_t, a[2 + k]) + start + lo,
+                             buckets + (signed_slots[k] ? 0 : FO_QUANT_BUCKETS),
+                             signed_slots[k] ? 127 : 0);
                 }
         }
     }

@@ -184,3 +184,54 @@ def test_the_kernels_encoder_gives_the_rules_codes(signed, rng):
     zero = 127 if signed else 0
     for v, absmax in ((0, 1), (1, 0), (np.nan, 1), (1, np.nan)):
         assert quant.encode_value(np.float32(v), np.float32(absmax), buckets, signed) == zero
+
+
+def _c_quantize_blocks(values, signed, wide):
+    """fo_quantize_blocks_f32: the C kernels' encoder over blocks of ``values``."""
+    from fastopt.backends import c_ffi
+    lib, ffi = c_ffi.lib, c_ffi.ffi
+    values = np.ascontiguousarray(values, np.float32)
+    codes = np.empty(values.size, np.uint8)
+    absmax = np.empty(quant.blocks(values.size), np.float32)
+    _, buckets = quant.codec_tables()
+    buckets = np.ascontiguousarray(buckets)
+    lib.fo_quantize_blocks_f32(ffi.from_buffer("float[]", values), values.size,
+                               ffi.from_buffer("uint8_t[]", codes),
+                               ffi.from_buffer("float[]", absmax), int(signed),
+                               ffi.from_buffer("int32_t[]", buckets), int(wide))
+    return codes, absmax
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_the_c_encoders_give_the_rules_codes(signed, rng):
+    """The C kernels' two encoders (AVX-512, whose quotient comes from a corrected
+    product, and the portable one, which divides) against quantize_blockwise: in each
+    block of 256 one absmax (the block's first value), and values at the codebook's
+    midpoints and their float32 neighbours, every decade down to subnormals, ragged
+    last blocks, and absmax outside the range where the product is corrected."""
+    if "c" not in __import__("fastopt").available_backends():
+        pytest.skip("the C backend is not built")
+    table = quant.codebook(signed).astype(np.float64)
+    mids = ((table[:-1] + table[1:]) / 2).astype(np.float32)
+    mids = mids[mids >= 0] if not signed else mids
+    normalized = np.concatenate([
+        mids, np.nextafter(mids, np.float32(2)), np.nextafter(mids, np.float32(-2)),
+        (1 if not signed else rng.choice([-1, 1], 3000)) * 10 ** rng.uniform(-45, 0, 3000),
+        rng.uniform(-1 if signed else 0, 1, 2000), [0, 2.0 ** -23, 2.0 ** -24, 1e-40]])
+    normalized = np.clip(normalized, -1 if signed else 0, 1).astype(np.float32)
+    blocks = []
+    scales = [1, np.nextafter(np.float32(2), np.float32(0)), 1.7320508, 3.7e-5, 1e-30,
+              2.0 ** -100, 2.0 ** 100, 1e-36, 1e36, np.inf]
+    for absmax in scales:
+        for part in np.array_split(rng.permutation(normalized), 12):
+            block = np.zeros(256, np.float32)
+            finite = absmax if np.isfinite(absmax) else 1.0
+            values = (part[:255].astype(np.float64) * finite).astype(np.float32)
+            block[0], block[1:1 + values.size] = np.float32(absmax), values
+            blocks.append(block)
+    x = np.concatenate(blocks + [blocks[3][:77]])
+    want = quant.quantize_blockwise(x, signed)
+    for wide in (1, 0):
+        codes, absmax = _c_quantize_blocks(x, signed, wide)
+        np.testing.assert_array_equal(absmax, want[1])
+        np.testing.assert_array_equal(codes, want[0], err_msg=f"wide={wide}")
