@@ -161,34 +161,34 @@ typedef void (*fo_dequantize_fn)(const uint8_t *restrict, const float *restrict,
 typedef void (*fo_quantize_fn)(const float *restrict, int64_t, float, uint8_t *restrict,
                                const int32_t *restrict, int32_t);
 
-/* The codec this CPU runs best. */
-static int fo_codec_is_wide(void)
-{
-#ifdef FO_CODEC_AVX512
-    return __builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
+/* A decoder and an encoder that run together. */
+typedef struct {
+    fo_dequantize_fn dequantize;
+    fo_quantize_fn quantize;
+} fo_codec;
 
-static fo_dequantize_fn fo_dequantizer(const int wide)
+/* The AVX-512 codec where `wide` asks for it and the CPU has AVX-512F; else the
+   portable one. */
+static fo_codec fo_codec_for(const int wide)
 {
 #ifdef FO_CODEC_AVX512
-    if (wide)
-        return fo_dequantize_avx512;
+    if (wide && __builtin_cpu_supports("avx512f"))
+        return (fo_codec){fo_dequantize_avx512, fo_quantize_avx512};
 #endif
     (void)wide;
-    return fo_dequantize;
+    return (fo_codec){fo_dequantize, fo_quantize_portable};
 }
 
-static fo_quantize_fn fo_quantizer(const int wide)
+/* Code values[:n], one block, with its new absmax, which goes to *absmax; `buckets`
+   holds the signed then the unsigned encoder table. */
+FO_INLINE void fo_code_block(const fo_quantize_fn quantize, const float *restrict values,
+                             const int64_t n, uint8_t *restrict codes, float *absmax,
+                             const int is_signed, const int32_t *restrict buckets)
 {
-#ifdef FO_CODEC_AVX512
-    if (wide)
-        return fo_quantize_avx512;
-#endif
-    (void)wide;
-    return fo_quantize_portable;
+    const float top = fo_absmax(values, n);
+    *absmax = top;
+    quantize(values, n, top, codes, buckets + (is_signed ? 0 : FO_QUANT_BUCKETS),
+             is_signed ? 127 : 0);
 }
 
 /* Blockwise codes of values[:n] into codes[:n] and absmax[:ceil(n / block)], as
@@ -197,13 +197,11 @@ static fo_quantize_fn fo_quantizer(const int wide)
 void fo_quantize_blocks_f32(const float *values, int64_t n, uint8_t *codes, float *absmax,
                             int is_signed, const int32_t *buckets, int wide)
 {
-    const fo_quantize_fn quantize = fo_quantizer(wide && fo_codec_is_wide());
-    const int32_t *table = buckets + (is_signed ? 0 : FO_QUANT_BUCKETS);
+    const fo_quantize_fn quantize = fo_codec_for(wide).quantize;
     for (int64_t lo = 0; lo < n; lo += FO_QUANT_BLOCK) {
         const int64_t m = n - lo < FO_QUANT_BLOCK ? n - lo : FO_QUANT_BLOCK;
-        const float top = fo_absmax(values + lo, m);
-        absmax[lo / FO_QUANT_BLOCK] = top;
-        quantize(values + lo, m, top, codes + lo, table, is_signed ? 127 : 0);
+        fo_code_block(quantize, values + lo, m, codes + lo, absmax + lo / FO_QUANT_BLOCK,
+                      is_signed, buckets);
     }
 }
 
@@ -215,9 +213,7 @@ int fo_optim8_f32(int variant, const int64_t *addresses, const char *const *grad
     if (!fo_has_variant_f32(variant))
         return -1;
     const chunk_fn_f32 chunk = variants_f32[variant];
-    const int wide = fo_codec_is_wide();
-    const fo_dequantize_fn dequantize = fo_dequantizer(wide);
-    const fo_quantize_fn quantize = fo_quantizer(wide);
+    const fo_codec codec = fo_codec_for(1);
     (void)threads;
 
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
@@ -236,20 +232,17 @@ int fo_optim8_f32(int variant, const int64_t *addresses, const char *const *grad
                 slot[k] = NULL;
                 if (a[2 + k]) {
                     slot[k] = decoded[k];
-                    dequantize(FO_PTR(const uint8_t, a[2 + k]) + start + lo,
-                               maps + (signed_slots[k] ? 0 : 256),
-                               FO_PTR(const float, a[5 + k])[block], slot[k], m);
+                    codec.dequantize(FO_PTR(const uint8_t, a[2 + k]) + start + lo,
+                                     maps + (signed_slots[k] ? 0 : 256),
+                                     FO_PTR(const float, a[5 + k])[block], slot[k], m);
                 }
             }
             chunk(p + lo, g + lo, slot[0], slot[1], slot[2], m, hyper);
             for (int k = 0; k < 3; k++)
-                if (a[2 + k]) {
-                    const float top = fo_absmax(slot[k], m);
-                    FO_PTR(float, a[5 + k])[block] = top;
-                    quantize(slot[k], m, top, FO_PTR(uint8_t, a[2 + k]) + start + lo,
-                             buckets + (signed_slots[k] ? 0 : FO_QUANT_BUCKETS),
-                             signed_slots[k] ? 127 : 0);
-                }
+                if (a[2 + k])
+                    fo_code_block(codec.quantize, slot[k], m,
+                                  FO_PTR(uint8_t, a[2 + k]) + start + lo,
+                                  FO_PTR(float, a[5 + k]) + block, signed_slots[k], buckets);
         }
     }
     return 0;
