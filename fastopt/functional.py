@@ -47,23 +47,31 @@ def run_rule(rule, params, grads, states, hyper, backend=None, variant=None):
     the same weights and state) take a straight route: their :class:`_Plan` (tensor
     sets, overlap checks, launchers) is found by the arrays' ids, and grads that are
     NumPy arrays of the params' dtypes and shapes are checked in a few operations.
-    Everything else takes the full checks, with their errors. ``variant``: the
-    kernel variant (:meth:`fastopt.rules.Rule.kernel_variant`) where the caller knows
-    it."""
-    params, grads = _as_list(params), _as_list(grads)
-    arrays = params.copy()
-    for group in states.values():
-        if group is None:
-            break
-        arrays += _as_list(group)
-    else:
+    One param given as an array, with its grad and each state as arrays, takes the
+    shortest of these routes (:meth:`_Plan.run_one`). Everything else takes the full
+    checks, with their errors. ``variant``: the kernel variant
+    (:meth:`fastopt.rules.Rule.kernel_variant`) where the caller knows it."""
+    if type(params) is np.ndarray:
+        arrays = (params, *states.values())
         plan = _PLANS.get(_plan_key(rule, states, backend, arrays))
-        if plan is not None:
-            flat_grads = plan.plain_grads(arrays, grads)
-            if flat_grads is not None:
-                plan.run(RULES[rule], flat_grads, hyper, variant)
-                return
-    _run_checked(rule, params, grads, states, hyper, backend, variant)
+        if plan is not None and plan.run_one(RULES[rule], arrays, grads, hyper, variant):
+            return
+        params = [params]
+    else:
+        params = _as_list(params)
+        arrays = params.copy()
+        for group in states.values():
+            if group is None:
+                break
+            arrays += _as_list(group)
+        else:
+            plan = _PLANS.get(_plan_key(rule, states, backend, arrays))
+            if plan is not None:
+                flat_grads = plan.plain_grads(arrays, _as_list(grads))
+                if flat_grads is not None:
+                    plan.run(RULES[rule], flat_grads, hyper, variant)
+                    return
+    _run_checked(rule, params, _as_list(grads), states, hyper, backend, variant)
 
 
 def _plan_key(rule, states, backend, arrays):
@@ -132,6 +140,25 @@ class _Plan:
             if ref() is not a or not a.flags.writeable:
                 return None
         return _validate.plain_flat_grads(grads, self.dtypes, arrays, self.spans, _grad_name)
+
+    def run_one(self, rule, arrays, grad, hyper, variant=None):
+        """:meth:`run` for one param and its grad when ``arrays`` (the param, then its
+        states) are the very arrays planned for, still writable, and ``grad`` is a
+        NumPy array of the param's dtype and shape (the checks of :meth:`plain_grads`,
+        unrolled for one array); False, with nothing done, for anything else."""
+        for ref, a in zip(self.refs, arrays):
+            if ref() is not a or not a.flags.writeable:
+                return False
+        param = arrays[0]
+        if type(grad) is not np.ndarray or grad.dtype is not self.dtypes[0] \
+                or grad.shape != param.shape:
+            return False
+        flat_grads = [grad.ravel()]
+        owners = self.spans.owners
+        if owners is None or grad.base is not None or id(grad) in owners:
+            self.spans.check_grads(flat_grads, _grad_name)
+        self.run(rule, flat_grads, hyper, variant)
+        return True
 
     def run(self, rule, flat_grads, hyper, variant=None):
         """Pack the scalars of every set (all of them fit, or this raises before

@@ -148,6 +148,51 @@ def test_functional_repeated_calls_notice_changes_and_refuse_bad_input(
     np.testing.assert_array_equal(p, before)
 
 
+def test_one_array_route_notices_new_arrays_and_refuses_bad_grads(cpu_compiled_backend, rng):
+    """A param given as an array (the adapters' and the functional kernels' common call)
+    takes :meth:`functional._Plan.run_one`; what it cannot vouch for goes to the full
+    checks, with their errors and nothing written."""
+    p = rng.standard_normal((5, 8))
+    q = p.copy()
+    m, v, m_ref, v_ref = (np.zeros_like(p) for _ in range(4))
+
+    def both(g, step, **kw):
+        functional.adam_(p, g, m, v, step=step, lr=0.01, **kw)
+        functional.adam_(q, g, m_ref, v_ref, step=step, lr=0.01, backend="numpy")
+
+    for step in range(1, 5):
+        both(rng.standard_normal(p.shape), step)
+    both(p.copy(), 5)  # a grad equal to its param, in memory of its own
+    m = m.copy()  # a new state array, the same values: a new plan
+    both(rng.standard_normal(p.shape), 6)
+    g = rng.standard_normal(p.shape)
+    functional.adam_([p], [g], [m], [v], step=7, lr=0.01)  # lists: the plan of the arrays
+    functional.adam_([q], [g], [m_ref], [v_ref], step=7, lr=0.01, backend="numpy")
+    np.testing.assert_allclose(p, q, rtol=1e-12, atol=0)
+    before = [a.copy() for a in (p, m, v)]
+    g = rng.standard_normal(p.shape)
+    for bad, error, match in [
+            (g.astype(np.float32), TypeError, "dtype float32 but its param has float64"),
+            (g.T, ValueError, "shape"),
+            (m.reshape(p.shape), ValueError, "overlaps the memory of exp_avg 0"),
+            (list(g), ValueError, "got 5 grads for 1 params"),
+            (0.5, TypeError, "must be a NumPy array")]:
+        with pytest.raises(error, match=match):
+            functional.adam_(p, bad, m, v, step=8, lr=0.01)
+    with pytest.raises(ValueError, match="exp_avg 0 must have shape"):
+        functional.adam_(p, g, m[:2], v, step=8, lr=0.01)
+    for a, b in zip((p, m, v), before):
+        np.testing.assert_array_equal(a, b)
+    f = np.asfortranarray(p)  # an F-ordered param: its grads are reordered, on the full route
+    mf, vf = np.zeros_like(f), np.zeros_like(f)
+    for step in range(1, 4):
+        functional.adam_(f, g, mf, vf, step=step, lr=0.01)
+    fr, mr, vr = np.asfortranarray(before[0]), np.zeros_like(f), np.zeros_like(f)
+    for step in range(1, 4):
+        functional.adam_(fr, g, mr, vr, step=step, lr=0.01, backend="numpy")
+    np.testing.assert_allclose(f, fr, rtol=1e-12, atol=0)
+
+
 def test_grads_in_another_structure_give_the_same_steps(cpu_compiled_backend, rng):
     # Two param groups: grads as a flat dict, then per group, then a dict again; the
     # plain route and the checked one must take the same steps.

@@ -25,6 +25,8 @@ the biased one, and running statistics start at zeros and are written back into
 in the array's dtype), so float32 results agree to rounding.
 """
 
+from math import isfinite
+
 import numpy as np
 
 from .. import _validate
@@ -39,8 +41,9 @@ def _config(config, defaults):
         for key, value in defaults.items():
             config.setdefault(key, value)
     for key in defaults:
-        if key != "t":
-            _validate.real(config[key], key)
+        value = config[key]
+        if key != "t" and (type(value) is not float or not isfinite(value)):
+            _validate.real(value, key)  # a float that is not finite, or another type
     return config
 
 
@@ -66,7 +69,7 @@ _SGD_VARIANT = _variant("sgd", **_SGD_HYPER)
 def sgd(w, dw, config=None):
     """Vanilla SGD, in place: ``w -= learning_rate * dw``. config: learning_rate (1e-2)."""
     config = _config(config, _SGD)
-    run_rule("sgd", [w], [dw], {}, dict(_SGD_HYPER, lr=config["learning_rate"]),
+    run_rule("sgd", w, dw, {}, dict(_SGD_HYPER, lr=config["learning_rate"]),
              variant=_SGD_VARIANT)
     return w, config
 
@@ -80,7 +83,7 @@ def sgd_momentum(w, dw, config=None):
     w += v``. config: learning_rate (1e-2), momentum (0.9), velocity (zeros)."""
     config = _config(config, _MOMENTUM)
     velocity = _state(config, "velocity", w)
-    run_rule("velocity", [w], [dw], {"velocity": [velocity]}, {
+    run_rule("velocity", w, dw, {"velocity": velocity}, {
         "lr": config["learning_rate"], "momentum": config["momentum"], "nesterov": False,
         "grad_scale": None}, variant=_MOMENTUM_VARIANT)
     return w, config
@@ -96,7 +99,7 @@ def rmsprop(w, dw, config=None):
     decay_rate (0.99), epsilon (1e-8), cache (zeros)."""
     config = _config(config, _RMSPROP)
     cache = _state(config, "cache", w)
-    run_rule("rmsprop_sq", [w], [dw], {"cache": [cache]}, {
+    run_rule("rmsprop_sq", w, dw, {"cache": cache}, {
         "lr": config["learning_rate"], "alpha": config["decay_rate"],
         "eps": config["epsilon"], "grad_scale": None}, variant=_RMSPROP_VARIANT)
     return w, config
@@ -113,7 +116,7 @@ def adam(w, dw, config=None):
     config = _config(config, _ADAM)
     m, v = _state(config, "m", w), _state(config, "v", w)
     t = int(config["t"]) + 1
-    run_rule("adam_sq", [w], [dw], {"m": [m], "v": [v]}, {
+    run_rule("adam_sq", w, dw, {"m": m, "v": v}, {
         "step": t, "lr": config["learning_rate"], "beta1": config["beta1"],
         "beta2": config["beta2"], "eps": config["epsilon"], "corrected": True,
         "grad_scale": None}, variant=_ADAM_VARIANT)
