@@ -51,7 +51,7 @@ def backward(dy3, x3, mean, invstd, gamma, n, training, dx3, c0, c1):
     return dgamma, dbeta
 
 
-def window_passes(maths, sums, scale_shift, affine, jit=None):
+def window_passes(maths, sums, scale_shift, affine, jit=None, suffix=""):
     """``(forward, backward)`` above, bound to a backend's kernels:
 
     * ``sums(a, b, ka, kb, c0, c1) -> (s1, s2)``: float64 ``sum(a - ka)`` and
@@ -67,14 +67,17 @@ def window_passes(maths, sums, scale_shift, affine, jit=None):
     on its variables' pickles, and a compiled function pickles differently in each
     process, which would recompile the passes in every new process. Nor does the cache
     key on globals, so only one backend may compile these two with Numba's disk cache
-    (the numba backend does; the others run them as Python)."""
+    (the numba backend does; the others run them as Python), under each name: a
+    ``suffix`` names a second pair (``forward_serial``), whose cache entries are then
+    its own."""
     bound = dict(globals(), sums=sums, scale_shift=scale_shift, affine=affine,
                  forward_statistics=maths.forward_statistics,
                  forward_coefficients=maths.forward_coefficients,
                  backward_coefficients=maths.backward_coefficients)
     passes = []
     for function in (forward, backward):
-        copy = types.FunctionType(function.__code__, bound, function.__name__)
+        copy = types.FunctionType(function.__code__, bound, function.__name__ + suffix)
+        copy.__qualname__ = copy.__name__
         copy.__doc__ = function.__doc__
         passes.append(jit(copy) if jit else copy)
     return tuple(passes)

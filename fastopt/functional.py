@@ -122,11 +122,13 @@ class _Plan:
     for :func:`fastopt._validate.plain_flat_grads`, the backend, and per kernel
     variant the launchers with their grads' positions."""
 
-    __slots__ = ("refs", "sets", "spans", "dtypes", "runner", "launches")
+    __slots__ = ("refs", "sets", "spans", "dtypes", "runner", "launches", "direct")
 
     def __init__(self, sets, spans, dtypes, runner, refs=()):
         self.sets, self.spans, self.dtypes, self.runner = sets, spans, dtypes, runner
         self.refs, self.launches = refs, {}
+        # kernel variant -> (launcher, dtype) where a step is one call into compiled code
+        self.direct = {}
 
     def plain_grads(self, arrays, grads):
         """This step's grads as 1-D arrays when ``arrays`` are still the very arrays
@@ -157,7 +159,12 @@ class _Plan:
         owners = self.spans.owners
         if owners is None or grad.base is not None or id(grad) in owners:
             self.spans.check_grads(flat_grads, _grad_name)
-        self.run(rule, flat_grads, hyper, variant)
+        direct = self.direct.get(variant)
+        if direct is None:
+            self.run(rule, flat_grads, hyper, variant)
+        else:
+            run, dtype = direct
+            run(flat_grads, hyper, rule.pack_values(dtype, hyper))
         return True
 
     def run(self, rule, flat_grads, hyper, variant=None):
@@ -172,6 +179,7 @@ class _Plan:
         if len(launches) == 1 and self.runner.single_call:
             # one call into compiled code, which a signal cannot interrupt half way
             run, _, dtype = launches[0]
+            self.direct[variant] = run, dtype
             run(flat_grads, hyper, rule.pack_values(dtype, hyper))
             return
         steps = [(run, flat_grads if indices is None else [flat_grads[i] for i in indices],

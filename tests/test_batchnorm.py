@@ -303,6 +303,35 @@ def test_compiled_window_passes_give_the_python_bits(shape, window, dtype, train
     assert not results[0][0][:, :window[0]].any()
 
 
+@pytest.mark.parametrize("shape", [(6, 5, 70), (33, 7, 1), (64, 100, 1), (3, 4, 64)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_numba_serial_passes_give_the_parallel_bits(shape, dtype, training):
+    # Small work runs copies of the numba passes compiled without `parallel`; the
+    # same loops in order must give the parallel passes' bits.
+    if "numba" not in fastopt.available_backends():
+        pytest.skip("needs numba")
+    from fastopt.backends import numba_cpu
+
+    rng = np.random.default_rng(5)
+    x3 = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    dy3 = rng.standard_normal(shape).astype(dtype)
+    gamma, beta = rng.standard_normal((2, shape[1])).astype(dtype)
+    shift = x3[0, :, 0].astype(np.float64)
+    running = rng.standard_normal(shape[1]), np.abs(rng.standard_normal(shape[1])) + 0.5
+    n = shape[0] * shape[2]
+    results = []
+    for forward, backward in ((numba_cpu._BN_FORWARD, numba_cpu._BN_BACKWARD),
+                              (numba_cpu._BN_FORWARD_SERIAL, numba_cpu._BN_BACKWARD_SERIAL)):
+        y3, dx3 = np.empty_like(x3), np.empty_like(x3)
+        mean, var, invstd = forward(x3, shift, *running, gamma, beta, 1e-5, n, training, y3,
+                                    0, shape[1])
+        dgamma, dbeta = backward(dy3, x3, mean, invstd, gamma, n, training, dx3, 0, shape[1])
+        results.append((y3, dx3, mean, var, invstd, dgamma, dbeta))
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("shape, axis, windowed", [
     ((6, 5, 9, 80), 1, True), ((3, 7, 130), 1, True),  # long rows: a window per channel
     ((512, 2, 32, 32), 1, True),  # 16 row blocks, whose totals NumPy's sum would

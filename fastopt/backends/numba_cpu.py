@@ -7,20 +7,23 @@ used slots and the dtype are closure constants, so each compiled variant has no
 branches on them, and LLVM vectorises the element loop. Compiled code is cached on
 disk (``cache=CACHE``) so that a new process does not recompile.
 
-Work below ``_tables.PARALLEL_MIN_ELEMENTS`` runs on one thread (the same compiled
-kernel, which sets ``numba.set_num_threads(1)`` for its own loop): waking the pool
+Work below ``_tables.PARALLEL_MIN_ELEMENTS`` runs on one thread: waking the pool
 costs more than it saves there, and next to NumPy's BLAS threads, which spin after
-each matmul, a two-thread launch on a small array can cost milliseconds. The
+each matmul, a two-thread launch on a small array can cost milliseconds. Optimizer
+steps and batch-norm passes run serial copies of their kernels there (the same
+loops, compiled without ``parallel``, the same bits), which skip even the entry of a
+one-thread parallel region; the other kernels run on the pool held to one thread. The
 optimizer kernels take the thread count as an argument and set it inside: from
 Python, the ``set_num_threads`` pair around a call costs 3-4 us more (measured on
 a 200-element kernel: 5.0 us a call against 1.3 us), the whole cost of a small step.
-(A kernel compiled without ``parallel=True`` is no substitute: it loses the no-alias
-facts that let LLVM vectorise the element loop, and runs 3-10x slower.)
+(A serial kernel must be compiled with ``error_model="numpy"`` to vectorise: with
+Python's error model each float division checks for a zero divisor and the loop gets
+an early exit.)
 """
 
 import contextlib
 import threading
-from types import SimpleNamespace
+from types import FunctionType, SimpleNamespace
 
 import numba
 import numpy as np
@@ -525,22 +528,51 @@ def _bn_affine(a, b, p, q, r, out, c0):
                 y[i] = (x[i] * pw + z[i] * qw) + rw
 
 
+def _serial_copy(kernel, namespace):
+    """``kernel`` (a batch-norm kernel above) compiled again without ``parallel``: its
+    ``prange`` loops run in order on the calling thread, each item into its own slot
+    as before, so it gives the same bits. Entering a parallel region costs about 1 us
+    even on one thread, twice per pass, a quarter of a small pass's time. It calls the
+    kernels of ``namespace`` (the other serial copies), and has a name of its own,
+    which keeps its own disk-cache entry: Numba's cache keys a function by its
+    qualified name and line, not by its options or globals."""
+    py = kernel.py_func
+    copy = FunctionType(py.__code__, namespace, py.__name__ + "_serial")
+    copy.__qualname__ = copy.__name__
+    copy.__doc__ = py.__doc__
+    return numba.njit(cache=CACHE, nogil=True,
+                      fastmath=kernel.targetoptions.get("fastmath", False))(copy)
+
+
+_SERIAL_BN = dict(globals())  # the serial copies' globals: these, and the serial kernels
+for _name in ("_bn_partial_sums", "_bn_partial_sums_rows", "_bn_window_sums",
+              "_bn_scale_shift", "_bn_affine"):
+    _SERIAL_BN[_name] = _serial_copy(globals()[_name], _SERIAL_BN)
+
+
 # Batch norm's per-channel maths compiled from the one NumPy source (one call per
 # forward or backward instead of about a dozen small NumPy calls).
 BN_MATH = SimpleNamespace(**{f.__name__: numba.njit(cache=CACHE)(f)
                                    for f in _bn_math.FUNCTIONS})
 
 # A window's forward and backward passes (fastopt._bn_passes) compiled around the
-# kernels above: one call per window.
+# kernels above, and around their serial copies for small work: one call per window.
 _BN_FORWARD, _BN_BACKWARD = _bn_passes.window_passes(
     BN_MATH, _bn_window_sums, _bn_scale_shift, _bn_affine, numba.njit(cache=CACHE, nogil=True))
+_BN_FORWARD_SERIAL, _BN_BACKWARD_SERIAL = _bn_passes.window_passes(
+    BN_MATH, _SERIAL_BN["_bn_window_sums"], _SERIAL_BN["_bn_scale_shift"],
+    _SERIAL_BN["_bn_affine"], numba.njit(cache=CACHE, nogil=True), suffix="_serial")
 
 
-def _window_pass(compiled):
-    """``compiled(a, ..., c0, c1)`` through :func:`_launch`, sized by its window."""
+def _window_pass(compiled, serial):
+    """``compiled(a, ..., c0, c1)`` on the thread pool, or ``serial`` (the same pass,
+    the same bits) on the calling thread for small work, sized by its window."""
 
     def run(a, *args):
-        return _launch(compiled, a.shape[0] * a.shape[2] * (args[-1] - args[-2]), a, *args)
+        n = a.shape[0] * a.shape[2] * (args[-1] - args[-2])
+        if _tables.parallel(n):
+            return _launch(compiled, n, a, *args)
+        return serial(a, *args)
 
     return run
 
@@ -551,7 +583,8 @@ class NumbaBackend(Backend):
     name = "numba"
     single_call = True
     bn_math = BN_MATH
-    bn_passes = _window_pass(_BN_FORWARD), _window_pass(_BN_BACKWARD)
+    bn_passes = (_window_pass(_BN_FORWARD, _BN_FORWARD_SERIAL),
+                 _window_pass(_BN_BACKWARD, _BN_BACKWARD_SERIAL))
 
     def __init__(self):
         self._kernels = {}
