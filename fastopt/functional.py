@@ -176,10 +176,11 @@ class _Plan:
         if launches is None:
             launches = self.launches[variant] = self.runner.launches(
                 rule, self.sets, variant, len(flat_grads))
+            if len(launches) == 1 and self.runner.single_call:
+                self.direct[variant] = launches[0][0], launches[0][2]
         if len(launches) == 1 and self.runner.single_call:
             # one call into compiled code, which a signal cannot interrupt half way
             run, _, dtype = launches[0]
-            self.direct[variant] = run, dtype
             run(flat_grads, hyper, rule.pack_values(dtype, hyper))
             return
         steps = [(run, flat_grads if indices is None else [flat_grads[i] for i in indices],
