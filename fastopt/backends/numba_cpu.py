@@ -548,6 +548,7 @@ _SERIAL_BN = dict(globals())  # the serial copies' globals: these, and the seria
 for _name in ("_bn_partial_sums", "_bn_partial_sums_rows", "_bn_window_sums",
               "_bn_scale_shift", "_bn_affine"):
     _SERIAL_BN[_name] = _serial_copy(globals()[_name], _SERIAL_BN)
+del _name
 
 
 # Batch norm's per-channel maths compiled from the one NumPy source (one call per
