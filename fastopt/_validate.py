@@ -79,12 +79,13 @@ def plain_flat_grads(grads, dtypes, params, spans, where):
     is refused here, ``where(i)`` naming it."""
     owners = spans.owners  # None where owning its memory does not tell
     apart = owners is not None
+    flat = []
     for g, dtype, p in zip(grads, dtypes, params):
         if type(g) is not np.ndarray or g.dtype is not dtype or g.shape != p.shape:
             return None
         if apart and (g.base is not None or id(g) in owners):
             apart = False  # a view, or one of the arrays: see where its memory lies
-    flat = [g.ravel() for g in grads]
+        flat.append(g.ravel())
     if not apart:
         spans.check_grads(flat, where)
     return flat
