@@ -111,6 +111,7 @@ def _torch_state_bytes(opt):
 
 def measure(sizes, methods, rounds, progress=None):
     """One row per (size, method) measured: times, bandwidth and the ratios."""
+    benchmark.load_openmp_first(any(m in ("torch fp32", "bitsandbytes") for m in methods))
     rows = []
     for i, (label, n) in enumerate(sizes.items()):
         if progress:

@@ -145,10 +145,12 @@ def provenance(info, command, when=None):
         ("Numba", "numba_threads"), ("C/OpenMP", "c_threads"), ("torch", "torch_threads"))
         if key in info)
     gpu = f"; GPU: {info['gpu']}" if info.get("gpu") else ""
+    policy = f"; OpenMP wait policy: {info['omp_wait_policy']}" \
+        if info.get("omp_wait_policy") else ""
     return (f"Made by `{command}` on {when:%Y-%m-%d %H:%M} UTC, fastopt {info['fastopt']} "
             f"at commit {info.get('commit') or 'unknown'}; machine: {info['processor']}, "
             f"{info['cpus']} logical CPUs{gpu}, {info['platform']}; {versions}; "
-            f"threads: {threads or 'defaults'}.")
+            f"threads: {threads or 'defaults'}{policy}.")
 
 
 def markdown(results, info, command, chart=None, when=None):

@@ -9,10 +9,14 @@ batch norm, and torch.optim where torch has the same call.
 
 Method. Every method gets its own arrays and one warm-up call. A *sample* is the mean
 over ``number`` back-to-back calls (``number`` chosen per method so that a sample
-lasts about a millisecond); methods are sampled in interleaved rounds, and we report
-the minimum and median sample in microseconds per call. ``vs numpy`` and ``vs torch``
-are the baseline's minimum over fastopt's. State evolves across calls as in training
-(same gradients every call).
+lasts about a millisecond), after one untimed call: the first call after the other
+methods ran can cost much more than the next (torch's OpenMP threads have gone to
+sleep by then, and waking them took 0.5-1 ms a call on the 2-core VM, 10-20x torch's
+back-to-back time for a (64, 100) batch norm), and a training loop calls back to
+back. Methods are sampled in interleaved rounds, and we report the minimum and
+median sample in microseconds per call. ``vs numpy`` and ``vs torch`` are the
+baseline's minimum over fastopt's. State evolves across calls as in training (same
+gradients every call).
 """
 
 import contextlib
@@ -364,7 +368,9 @@ def cases():
 # Timing.
 
 def _number(call, seconds=SAMPLE_SECONDS):
-    """Calls per sample so that a sample lasts about ``seconds``."""
+    """Calls per sample so that a sample lasts about ``seconds``, from the time of a
+    call made right after another (see the module docstring)."""
+    call()
     start = time.perf_counter()
     call()
     once = time.perf_counter() - start
@@ -384,6 +390,7 @@ def time_case(case, methods, rounds):
     for _ in range(rounds):
         for method, (call, number) in calls.items():
             with _backend(method) if method in FASTOPT else contextlib.nullcontext():
+                call()  # untimed: the sample times calls made back to back
                 start = time.perf_counter()
                 for _ in range(number):
                     call()
@@ -409,8 +416,8 @@ def summarise(case, timed):
 
 def run(methods=METHODS, rounds=15, progress=None, selected=None):
     """Time every case (or those whose entry contains one of ``selected``)."""
-    if "torch" in methods:
-        _torch()  # load torch's OpenMP runtime first, as fastopt bench does
+    from .benchmark import load_openmp_first
+    load_openmp_first("torch" in methods)
     chosen = [c for c in cases() if not selected or any(s in c.entry for s in selected)]
     results = []
     for i, case in enumerate(chosen):

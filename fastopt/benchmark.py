@@ -467,13 +467,34 @@ def optimizer_cases(sizes, param_lists=(), kernels=None):
     return cases
 
 
+# The OpenMP wait policy the run's one OpenMP runtime started with (see
+# load_openmp_first); machine_info reports it.
+_OPENMP_POLICY = {}
+
+
+def load_openmp_first(with_torch):
+    """Start the process's OpenMP runtime before anything is timed, and note its wait
+    policy. A process has one (libgomp.so.1): torch's copy, when torch loads first,
+    serves fastopt's backends too, and fastopt's serves torch the other way round;
+    it reads OMP_WAIT_POLICY once, when it loads. With torch among the methods, torch
+    loads first, so that it runs with its own default (threads spin a while between
+    parallel regions, then sleep), and so does fastopt in that run; without torch,
+    fastopt's own default (PASSIVE, see fastopt.backends) holds. On the 2-core VM,
+    torch's (64, 100) batch norm took 55 us a call with its default and about 290 us
+    under PASSIVE, which a sleeping thread's wake-up dominates."""
+    if _OPENMP_POLICY:
+        return
+    user = os.environ.get("OMP_WAIT_POLICY")
+    if with_torch and _torch() is not None:
+        _OPENMP_POLICY["policy"] = user or "OpenMP's default (torch loaded first)"
+    else:
+        _OPENMP_POLICY["policy"] = user or "PASSIVE (fastopt's default)"
+
+
 def run(cases, methods, rounds, progress=None, runner_factory=None):
     """Time every case; ``progress(i, n, case)`` is called before each one."""
     factory = runner_factory or runners_for
-    if any(m.startswith("torch") for m in methods):
-        # Load torch (and its own OpenMP runtime) before fastopt's first backend sets
-        # OMP_WAIT_POLICY=PASSIVE, so that torch runs with its default thread policy.
-        _torch()
+    load_openmp_first(any(m.startswith("torch") for m in methods))
     results = []
     for i, case in enumerate(cases):
         if progress:
@@ -512,6 +533,8 @@ def machine_info(gpu=False):
     if torch is not None:
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+    if _OPENMP_POLICY:
+        info["omp_wait_policy"] = _OPENMP_POLICY["policy"]
     return info
 
 

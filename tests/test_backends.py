@@ -42,6 +42,23 @@ def test_import_is_light():
     assert out.stdout.strip() == "False"
 
 
+def test_only_openmp_backends_choose_the_openmp_wait_policy():
+    # The process's one OpenMP runtime reads OMP_WAIT_POLICY when it loads, for every
+    # library that shares it (torch too): the numpy backend, and the benchmark module,
+    # which builds numpy-backend optimizers when imported, must leave it as it is, so
+    # that `fastopt bench` can start torch's runtime with torch's own default.
+    code = ("import os, numpy as np, fastopt, fastopt.benchmark\n"
+            "fastopt.Adam([np.ones(3)], backend='numpy').step([np.ones(3)])\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'))\n"
+            "from fastopt import backends\n"
+            "name = [n for n in ('numba', 'c') if n in backends.available_backends()]\n"
+            "print(os.environ.get('OMP_WAIT_POLICY') if name else 'PASSIVE')\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env).stdout.split()
+    assert out == ["None", "PASSIVE"]
+
+
 def _without(modules):
     """Python code that makes the given modules unimportable, as if not installed."""
     return (

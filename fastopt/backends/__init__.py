@@ -73,14 +73,18 @@ def _passive_openmp_threads():
     rather than spin, unless the user chose otherwise. A NumPy trainer alternates our
     kernels with BLAS calls; spinning pool threads on either side starve the other's
     threads (measured: a 64-2048-10 MLP epoch 5x slower on 2 cores). OpenMP reads this
-    when it loads, so it must be set before the first backend is imported."""
+    when it loads, so it must be set before the first OpenMP backend is imported. A
+    process has one OpenMP runtime (libgomp.so.1: torch's copy, loaded first, serves
+    fastopt too, and the other way round), so the policy of whichever loads first
+    holds for both; the numpy backend, which runs no OpenMP, leaves it alone."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _load(name):
     backend = _loaded.get(name)
     if backend is None:
-        _passive_openmp_threads()
+        if name != "numpy":
+            _passive_openmp_threads()
         if name in _failures:
             raise RuntimeError(f"backend {name!r} is not available here: {_failures[name]}")
         try:
