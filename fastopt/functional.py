@@ -178,9 +178,10 @@ class _Plan:
                 rule, self.sets, variant, len(flat_grads))
             if len(launches) == 1 and self.runner.single_call:
                 self.direct[variant] = launches[0][0], launches[0][2]
-        if len(launches) == 1 and self.runner.single_call:
+        direct = self.direct.get(variant)
+        if direct is not None:
             # one call into compiled code, which a signal cannot interrupt half way
-            run, _, dtype = launches[0]
+            run, dtype = direct
             run(flat_grads, hyper, rule.pack_values(dtype, hyper))
             return
         steps = [(run, flat_grads if indices is None else [flat_grads[i] for i in indices],

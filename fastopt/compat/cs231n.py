@@ -25,8 +25,6 @@ the biased one, and running statistics start at zeros and are written back into
 in the array's dtype), so float32 results agree to rounding.
 """
 
-from math import isfinite
-
 import numpy as np
 
 from .. import _validate
@@ -41,9 +39,8 @@ def _config(config, defaults):
         for key, value in defaults.items():
             config.setdefault(key, value)
     for key in defaults:
-        value = config[key]
-        if key != "t" and (type(value) is not float or not isfinite(value)):
-            _validate.real(value, key)  # a float that is not finite, or another type
+        if key != "t":
+            _validate.real(config[key], key)
     return config
 
 
