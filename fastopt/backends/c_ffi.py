@@ -9,6 +9,7 @@ the vectorised float64 reductions agree to rounding.
 Threads come from OpenMP (``OMP_NUM_THREADS``); cffi releases the GIL during calls.
 """
 
+import functools
 from types import SimpleNamespace
 
 import numpy as np
@@ -35,6 +36,21 @@ def _contiguous(*arrays):
     for array in arrays:
         if array is not None and not array.flags.c_contiguous:
             raise ValueError("the C backend's batch-norm kernels take C-contiguous arrays")
+
+
+def _float64(v):
+    """A per-channel vector as contiguous float64 (as it is when a pass made it)."""
+    if type(v) is np.ndarray and v.dtype == np.float64 and v.flags.c_contiguous:
+        return v
+    return np.ascontiguousarray(v, dtype=np.float64)
+
+
+def _contiguous_vector(v):
+    """A 1-D vector, copied only when strided."""
+    return v if v.flags.c_contiguous else np.ascontiguousarray(v)
+
+
+_bn_blocks = functools.lru_cache(maxsize=64)(_tables.bn_blocks)  # by shape
 
 
 # The codebooks and their encoder tables, signed then unsigned, for the 8-bit kernel.
@@ -130,43 +146,49 @@ class CBackend(Backend):
         maths in C too), as :mod:`fastopt.batchnorm` calls them."""
         return self._bn_forward, self._bn_backward
 
+    # The passes below are called by fastopt.batchnorm only, with C-contiguous (outer, C,
+    # inner) views (its _view3 and _output make them so) and per-channel vectors of the
+    # window's channels: float64 ``shift``/``mean``/``var``/``invstd`` and 1-D gamma and
+    # beta in x's dtype. A pass costs one C call; its Python side is kept to a few
+    # conversions (each ffi.from_buffer is ~0.2 us, a small fraction of a small pass).
+
     def _bn_forward(self, x3, shift, mean, var, gamma, beta, eps, n, training, y3, c0, c1):
-        _contiguous(x3, y3)
         (outer, channels, inner), width = x3.shape, c1 - c0
-        rows, cols = _tables.bn_blocks(outer, channels, inner)
+        rows, cols = _bn_blocks(outer, channels, inner)
         ctype, tag = _TYPES[x3.dtype]
-        if training:  # the statistics come from the sums
-            mean, var = np.empty((2, width))
-        else:
-            mean, var = (np.ascontiguousarray(v, dtype=np.float64) for v in (mean, var))
-        shift = np.ascontiguousarray(shift, dtype=np.float64) if training else mean
-        invstd = np.empty(width)
+        stats = np.empty((3, width))  # mean, var, invstd: one array, one pointer
+        p_stats = _from_buffer("double[]", stats)
+        if training:  # mean and var come from the sums of x - shift
+            p_shift = _from_buffer("double[]", _float64(shift))
+        else:  # the running statistics, copied: the kernel writes its own mean and var
+            stats[0], stats[1] = mean, var
+            p_shift = p_stats
+        offset = c0 * inner  # the window's first channel
         status = self._bn_forward_kernels[tag](
-            _ptr(ctype, x3) + c0 * inner, _ptr("double[]", shift), _ptr("double[]", mean),
-            _ptr("double[]", var), _ptr("double[]", invstd),
-            _ptr(ctype, np.ascontiguousarray(gamma)), _ptr(ctype, np.ascontiguousarray(beta)),
-            eps, n, training, _ptr(ctype, y3) + c0 * inner, outer, width, channels, inner,
-            rows, cols)
+            _from_buffer(ctype, x3) + offset, p_shift, p_stats, p_stats + width,
+            p_stats + 2 * width, _from_buffer(ctype, _contiguous_vector(gamma)),
+            _from_buffer(ctype, _contiguous_vector(beta)), eps, n, training,
+            _from_buffer(ctype, y3) + offset, outer, width, channels, inner, rows, cols)
         if status != 0:
             raise MemoryError("batch norm: no memory for the per-channel sums")
-        return mean, var, invstd
+        return stats[0], stats[1], stats[2]
 
     def _bn_backward(self, dy3, x3, mean, invstd, gamma, n, training, dx3, c0, c1):
-        _contiguous(dy3, x3, dx3)
         (outer, channels, inner), width = x3.shape, c1 - c0
-        rows, cols = _tables.bn_blocks(outer, channels, inner)
+        rows, cols = _bn_blocks(outer, channels, inner)
         ctype, tag = _TYPES[x3.dtype]
-        dgamma, dbeta = np.empty((2, width))
+        sums = np.empty((2, width))  # dgamma, dbeta
+        p_sums = _from_buffer("double[]", sums)
+        offset = c0 * inner
         status = self._bn_backward_kernels[tag](
-            _ptr(ctype, dy3) + c0 * inner, _ptr(ctype, x3) + c0 * inner,
-            _ptr("double[]", np.ascontiguousarray(mean, dtype=np.float64)),
-            _ptr("double[]", np.ascontiguousarray(invstd, dtype=np.float64)),
-            _ptr(ctype, np.ascontiguousarray(gamma)), n, training,
-            _ptr(ctype, dx3) + c0 * inner, _ptr("double[]", dgamma), _ptr("double[]", dbeta),
+            _from_buffer(ctype, dy3) + offset, _from_buffer(ctype, x3) + offset,
+            _from_buffer("double[]", _float64(mean)), _from_buffer("double[]", _float64(invstd)),
+            _from_buffer(ctype, _contiguous_vector(gamma)), n, training,
+            _from_buffer(ctype, dx3) + offset, p_sums, p_sums + width,
             outer, width, channels, inner, rows, cols)
         if status != 0:
             raise MemoryError("batch norm: no memory for the per-channel sums")
-        return dgamma, dbeta
+        return sums[0], sums[1]
 
     def _running_update(self, running_mean, running_var, mean, var, momentum, n):
         """:func:`fastopt._bn_math.running_update` in C (the same float64 arithmetic),
@@ -177,9 +199,9 @@ class CBackend(Backend):
             _bn_math.running_update(running_mean, running_var, mean, var, momentum, n)
             return
         ctype, tag = _TYPES[dtype]
-        self._bn_running[tag](_ptr(ctype, running_mean), _ptr(ctype, running_var),
-                              _ptr("double[]", np.ascontiguousarray(mean, dtype=np.float64)),
-                              _ptr("double[]", np.ascontiguousarray(var, dtype=np.float64)),
+        self._bn_running[tag](_from_buffer(ctype, running_mean), _from_buffer(ctype, running_var),
+                              _from_buffer("double[]", _float64(mean)),
+                              _from_buffer("double[]", _float64(var)),
                               momentum, n, len(running_mean))
 
     def bn_sums(self, a, b, ka, kb, window):
