@@ -222,9 +222,8 @@ def test_grads_in_another_structure_give_the_same_steps(cpu_compiled_backend, rn
 def test_small_work_runs_the_same_steps_as_the_parallel_kernels(
         cpu_compiled_backend, rng, monkeypatch, tensors):
     # Small sets run a serial kernel (numba: grads passed as a tuple, four per call or
-    # one for a single tensor; c:
-    # one thread); with the parallel threshold at 0 the same step takes the parallel
-    # kernels. Both must give the same bits, read-only grads included.
+    # one for a single tensor; c: one thread); with the parallel threshold at 0 the same
+    # step takes the parallel kernels. Both must give the same bits, read-only grads included.
     from fastopt.backends import _tables
 
     shapes = [(3, 5), (7,), (1,), (11, 2), (0,), (4,), (2, 2), (9,), (5,)][:tensors]
