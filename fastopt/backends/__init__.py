@@ -109,6 +109,8 @@ def default_backend():
     """The backend used when neither the argument nor FASTOPT_BACKEND names one: the
     first of numba, c and numpy that loads. One that is installed but fails to load
     (say, Numba on a machine where it cannot compile) is passed over with a warning."""
+    if "numba" in _loaded:  # the first choice, already loaded: the answer (0.05 us, not 0.3)
+        return "numba"
     for name in ("numba", "c"):
         if not _installed(name) or name in _failures:
             continue
