@@ -210,8 +210,8 @@ class CBackend(Backend):
         channels), from partial sums over a fixed blocking added in block order."""
         _contiguous(a, b)
         (c0, c1), (outer, channels, inner) = window, a.shape
-        ka = np.ascontiguousarray(ka, dtype=np.float64)
-        kb = ka if kb is ka else np.ascontiguousarray(kb, dtype=np.float64)
+        ka = _float64(ka)
+        kb = ka if kb is ka else _float64(kb)
         rows, cols, s1, s2 = _tables.bn_partials(a.shape, c1 - c0)
         ctype, tag = _TYPES[a.dtype]
         pa = _ptr(ctype, a) + c0 * inner  # the window's first channel
