@@ -293,36 +293,66 @@ def float_bits(x):
     return int(np.float32(x).view(np.uint32))
 
 
+# The encoder below is plain scalar Python that Numba compiles for the CPU and for CUDA
+# (:func:`encoder`). It has no branches (booleans enter as 0 or 1 and ``&`` does not
+# short-circuit), so that a loop of encodes vectorises. Its integers are int32: Numba
+# widens int32 arithmetic to int64, and each result narrowed back with ``_i32`` lets
+# LLVM keep 32-bit lanes (8 a vector with AVX2, rather than 4 with emulated 64-bit
+# minima and maxima). Every value fits: bits below 2**31, table entries, codes.
+_i32 = np.int32
+_FIRST_BUCKET = _i32((126 + MIN_EXPONENT) << MANTISSA_BITS)  # the bucket index's offset
+_LOW_MASK = _i32(_NEVER - 1)
+
+
+def bucket_index(a, count):
+    """The index, among ``count`` buckets, of the bucket of quotient ``a = |v| / absmax``
+    (a NaN takes some bucket: it codes as 0 whatever the bucket says). Every value
+    below the first bucket (2**-23) takes the first, which codes it as 1."""
+    bits = _i32(float_bits(a) & 0x7FFFFFFF)  # a NaN may carry a sign bit
+    return min(max(_i32((bits >> LOW_BITS) - _FIRST_BUCKET), _i32(0)), _i32(count - 1))
+
+
+def code_from_entry(v, absmax, a, entry, signed):
+    """The code of ``v`` in a block of ``absmax``, from its quotient ``a = |v| / absmax``
+    and the entry of its bucket (``buckets[bucket_index(a, len(buckets))]``)."""
+    zero = _i32(127) if signed else _i32(0)
+    negative = _i32(v < 0)
+    bits = _i32(float_bits(a) & 0x7FFFFFFF)
+    threshold = _i32((entry & 0x7FFF) - (negative & (entry >> 15)))
+    k = _i32((entry >> 16) + _i32((bits & _LOW_MASK) >= threshold))
+    # 0 is not allowed for a nonzero value, nor -1.0 (not in the signed map)
+    k = min(max(k, _i32(1)), _i32(255 - zero - negative))
+    valid = _i32(v != 0) & _i32(absmax > 0) & _i32(a <= 1)
+    return _i32(zero + k * (1 - 2 * negative) * valid)  # 0, or NaN: the code of 0
+
+
 def encode_value(v, absmax, buckets, signed):
     """The code of ``v`` in a block of ``absmax`` (both float32; ``absmax >= |v|``), by
     :func:`encode`'s rule, ``encode(v / absmax, signed, sign(v))``, with the bucket
-    table of :func:`encoder_tables`: plain scalar Python, which Numba compiles for the
-    CPU and for CUDA (:func:`encoder`). It has no branches (booleans enter as 0 or 1
-    and ``&`` does not short-circuit), so that a loop of encodes vectorises."""
-    zero = 127 if signed else 0
-    negative = np.int64(v < 0)
+    table of :func:`encoder_tables`. A vectorised loop can run its three steps as
+    three loops (the quotients and bucket indices; the table reads; the codes), which
+    keeps the table reads out of the arithmetic where a CPU's gathers are slow."""
     a = abs(v) / absmax
-    bits = np.int64(float_bits(a))
-    # every value below the first bucket (2**-23) takes the first, which codes it as 1
-    index = (bits >> LOW_BITS) - ((126 + MIN_EXPONENT) << MANTISSA_BITS)
-    entry = np.int64(buckets[min(max(index, 0), buckets.shape[0] - 1)])
-    threshold = (entry & 0x7FFF) - (negative & (entry >> 15))
-    k = (entry >> 16) + np.int64((bits & (_NEVER - 1)) >= threshold)
-    # 0 is not allowed for a nonzero value, nor -1.0 (not in the signed map)
-    k = min(max(k, 1), 255 - zero - negative)
-    valid = np.int64(v != 0) & np.int64(absmax > 0) & np.int64(a <= 1)
-    return zero + k * (1 - 2 * negative) * valid  # 0, or NaN: the code of 0
+    return code_from_entry(v, absmax, a, buckets[bucket_index(a, buckets.shape[0])], signed)
+
+
+_ENCODER_FUNCTIONS = (bucket_index, code_from_entry, encode_value)
 
 
 def encoder(jit, bits):
-    """:func:`encode_value` compiled by ``jit`` with ``bits`` (that target's float32 to
-    integer bit cast) in place of :func:`float_bits`."""
+    """:func:`bucket_index`, :func:`code_from_entry` and :func:`encode_value` compiled by
+    ``jit`` with ``bits`` (that target's float32 to integer bit cast) in place of
+    :func:`float_bits`, as a namespace of those names."""
     import types
-    return jit(types.FunctionType(encode_value.__code__,
-                                  {**encode_value.__globals__, "float_bits": bits},
-                                  encode_value.__name__))
+    namespace = {**globals(), "float_bits": bits}
+    for function in _ENCODER_FUNCTIONS:  # encode_value calls the compiled two
+        namespace[function.__name__] = jit(types.FunctionType(
+            function.__code__, namespace, function.__name__))
+    return types.SimpleNamespace(**{f.__name__: namespace[f.__name__]
+                                    for f in _ENCODER_FUNCTIONS})
 
 
 __all__ = ["BLOCK_SIZE", "SIGNED_MAP", "UNSIGNED_MAP", "create_dynamic_map", "codebook",
            "blocks", "zero_code", "encode", "quantize_blockwise", "dequantize_blockwise",
-           "encoder_tables", "codec_tables", "encode_value", "encoder", "float_bits"]
+           "encoder_tables", "codec_tables", "bucket_index", "code_from_entry", "encode_value",
+           "encoder", "float_bits"]

@@ -173,7 +173,7 @@ def test_the_kernels_encoder_gives_the_rules_codes(signed, rng):
     compiled = None
     if "numba" in __import__("fastopt").available_backends():
         from fastopt.backends import numba_cpu
-        compiled = numba_cpu._encode
+        compiled = numba_cpu._encoder.encode_value
     for absmax in (np.float32(1), np.float32(2.5), np.float32(3e-5)):
         values = (normalized * absmax).astype(np.float32)
         want = quant.encode(values / absmax, signed, np.sign(values))
@@ -202,15 +202,12 @@ def _c_quantize_blocks(values, signed, wide):
     return codes, absmax
 
 
-@pytest.mark.parametrize("signed", [True, False])
-def test_the_c_encoders_give_the_rules_codes(signed, rng):
-    """The C kernels' two encoders (AVX-512, whose quotient comes from a corrected
-    product, and the portable one, which divides) against quantize_blockwise: in each
-    block of 256 one absmax (the block's first value), and values at the codebook's
-    midpoints and their float32 neighbours, every decade down to subnormals, ragged
-    last blocks, and absmax outside the range where the product is corrected."""
-    if "c" not in __import__("fastopt").available_backends():
-        pytest.skip("the C backend is not built")
+def _edge_blocks(signed, rng):
+    """Blocks of 256 that try an encoder: in each, one absmax (the block's first value),
+    and values at the codebook's midpoints and their float32 neighbours, every decade
+    down to subnormals, a ragged last block, and absmax outside the range where the
+    C encoder's product is corrected, infinite included (inf / inf is a NaN whose sign
+    bit is set on x86)."""
     table = quant.codebook(signed).astype(np.float64)
     mids = ((table[:-1] + table[1:]) / 2).astype(np.float32)
     mids = mids[mids >= 0] if not signed else mids
@@ -229,9 +226,48 @@ def test_the_c_encoders_give_the_rules_codes(signed, rng):
             values = (part[:255].astype(np.float64) * finite).astype(np.float32)
             block[0], block[1:1 + values.size] = np.float32(absmax), values
             blocks.append(block)
-    x = np.concatenate(blocks + [blocks[3][:77]])
+    return np.concatenate(blocks + [blocks[3][:77]])
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_the_c_encoders_give_the_rules_codes(signed, rng):
+    """The C kernels' two encoders (AVX-512, whose quotient comes from a corrected
+    product, and the portable one, which divides) against quantize_blockwise."""
+    if "c" not in __import__("fastopt").available_backends():
+        pytest.skip("the C backend is not built")
+    x = _edge_blocks(signed, rng)
     want = quant.quantize_blockwise(x, signed)
     for wide in (1, 0):
         codes, absmax = _c_quantize_blocks(x, signed, wide)
         np.testing.assert_array_equal(absmax, want[1])
         np.testing.assert_array_equal(codes, want[0], err_msg=f"wide={wide}")
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_the_numba_block_coder_gives_the_rules_codes(signed, rng):
+    """The numba kernels' block coder (numba_cpu._requantize: the new absmax, then the
+    encoder as three loops) against quantize_blockwise."""
+    if "numba" not in __import__("fastopt").available_backends():
+        pytest.skip("numba is not installed")
+    import numba
+
+    from fastopt.backends import numba_cpu
+
+    @numba.njit
+    def code_blocks(x, codes, absmax, signed):
+        buffer = np.empty(256, np.uint8)
+        quotients = np.empty(256, np.float32)
+        entries = np.empty(256, np.int32)
+        values = np.empty(256, np.float32)
+        for b in range(absmax.size):
+            m = min(256, x.size - b * 256)
+            values[:m] = x[b * 256:b * 256 + m]  # _requantize may write its values
+            absmax[b] = numba_cpu._requantize(values, m, codes[b * 256:], signed, buffer,
+                                              quotients, entries)
+
+    x = _edge_blocks(signed, rng)
+    want = quant.quantize_blockwise(x, signed)
+    codes, absmax = np.empty(x.size, np.uint8), np.empty(quant.blocks(x.size), np.float32)
+    code_blocks(x, codes, absmax, signed)
+    np.testing.assert_array_equal(absmax, want[1])
+    np.testing.assert_array_equal(codes, want[0])

@@ -79,7 +79,7 @@ _update_element = _dispatch.rule_dispatcher(tuple(update for update, _ in _ELEME
                                             _cuda_overload)
 _step_element = _dispatch.rule_dispatcher(tuple(step for _, step in _ELEMENTS), 7,
                                           _cuda_overload)
-_encode = quant.encoder(cuda.jit(device=True), _float_bits)
+_encode = quant.encoder(cuda.jit(device=True), _float_bits).encode_value
 
 
 def _make_optim_kernel(rule_id, flags, used):
