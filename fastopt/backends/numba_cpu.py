@@ -259,7 +259,8 @@ def _requantize(values, n, codes, signed, buffer, quotients, entries):
     :func:`fastopt.quant.encode_value` in three loops: the table reads, in a loop of
     their own, leave the two others free of gathers, so that those vectorise on every
     CPU (LLVM writes a loop with a gather as scalar code where gathers are slow, as on
-    AMD Zen 3: the one loop took 2.4x as long as these three)."""
+    AMD Zen 3, where the one loop made coding and the absmax of two states
+    5.5 ns an element against these loops' 3.1)."""
     top = _absmax(values, n)
     buckets = _SIGNED_BUCKETS if signed else _UNSIGNED_BUCKETS
     for j in range(n):
