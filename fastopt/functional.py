@@ -19,6 +19,7 @@ In every rule the gradient is first prepared as::
     g = g + l1 * sign(p)               (sign(0) = 0)
 """
 
+import operator
 import sys
 import threading
 import weakref
@@ -122,7 +123,8 @@ class _Plan:
     for :func:`fastopt._validate.plain_flat_grads`, the backend, and per kernel
     variant the launchers with their grads' positions."""
 
-    __slots__ = ("refs", "sets", "spans", "dtypes", "runner", "launches", "direct")
+    __slots__ = ("refs", "sets", "spans", "dtypes", "runner", "launches", "direct",
+                 "__weakref__")
 
     def __init__(self, sets, spans, dtypes, runner, refs=()):
         self.sets, self.spans, self.dtypes, self.runner = sets, spans, dtypes, runner
@@ -143,22 +145,29 @@ class _Plan:
                 return None
         return _validate.plain_flat_grads(grads, self.dtypes, arrays, self.spans, _grad_name)
 
-    def run_one(self, rule, arrays, grad, hyper, variant=None):
-        """:meth:`run` for one param and its grad when ``arrays`` (the param, then its
-        states) are the very arrays planned for, still writable, and ``grad`` is a
-        NumPy array of the param's dtype and shape (the checks of :meth:`plain_grads`,
-        unrolled for one array); False, with nothing done, for anything else."""
+    def one_grad(self, arrays, grad):
+        """``[grad]`` flattened when ``arrays`` (the param, then its states) are the very
+        arrays planned for, still writable, and ``grad`` is a NumPy array of the param's
+        dtype and shape (the checks of :meth:`plain_grads`, unrolled for one array);
+        None for anything else. A grad overlapping the arrays' memory is refused."""
         for ref, a in zip(self.refs, arrays):
             if ref() is not a or not a.flags.writeable:
-                return False
-        param = arrays[0]
+                return None
         if type(grad) is not np.ndarray or grad.dtype is not self.dtypes[0] \
-                or grad.shape != param.shape:
-            return False
+                or grad.shape != arrays[0].shape:
+            return None
         flat_grads = [grad.ravel()]
         owners = self.spans.owners
         if owners is None or grad.base is not None or id(grad) in owners:
             self.spans.check_grads(flat_grads, _grad_name)
+        return flat_grads
+
+    def run_one(self, rule, arrays, grad, hyper, variant=None):
+        """:meth:`run` for one param and its grad when :meth:`one_grad` vouches for
+        them; False, with nothing done, for anything else."""
+        flat_grads = self.one_grad(arrays, grad)
+        if flat_grads is None:
+            return False
         direct = self.direct.get(variant)
         if direct is None:
             self.run(rule, flat_grads, hyper, variant)
@@ -272,7 +281,12 @@ class _FrontCall:
         self.rule, self.fixed, self.option_names = rule, dict(fixed), tuple(option_names)
         self.per_call = [(name, check) for name, check in rule.checks
                          if name not in self.option_names and name not in self.fixed]
+        self.per_call_names = tuple(name for name, _ in self.per_call)
+        self.state_names = tuple(s.name for s in rule.states)
         self.kept = {}
+        # id(param) -> _Route of a repeated call on one param array; a rule that carries
+        # scalars from step to step returns them, and takes the checked route instead
+        self.routes = {} if rule.advance is None and not rule.carried else None
 
     def checked(self, options, per_call, grad_scale):
         """The checked hyperparameters of a call, the names of the states they need and
@@ -313,12 +327,104 @@ class _FrontCall:
 
 def _run_front(call, param, grad, states, options, per_call, grad_scale, backend):
     """Check the hyperparameters, then run the rule; returns the carried values for
-    the next step, for a rule that carries any."""
+    the next step, for a rule that carries any. ``states`` and ``per_call`` hold values
+    in the order of ``call.state_names`` and ``call.per_call_names``."""
+    routes = call.routes
+    if routes is not None and grad_scale is None and type(param) is np.ndarray:
+        route = routes.get(id(param))
+        if route is not None and route.run(call, param, grad, states, options, per_call,
+                                           backend):
+            return None
     rule = call.rule
-    hyper, needed, variant = call.checked(options, per_call, grad_scale)
-    run_rule(rule.name, param, grad, {name: states[name] for name in needed}, hyper, backend,
+    hyper, needed, variant = call.checked(options, dict(zip(call.per_call_names, per_call)),
+                                          grad_scale)
+    named = dict(zip(call.state_names, states))
+    run_rule(rule.name, param, grad, {name: named[name] for name in needed}, hyper, backend,
              variant)
+    if routes is not None and variant is not None and grad_scale is None \
+            and type(param) is np.ndarray:
+        # options seen before: worth a route (options that change per call are not)
+        route = _Route.of(call, param, states, options, needed, hyper, variant, backend)
+        if route is not None:
+            if len(routes) >= _Route.MAX_KEPT:
+                routes.clear()
+            routes[id(param)] = route
     return rule.advance(hyper) if rule.advance is not None else None
+
+
+class _Route:
+    """The straight route of a functional kernel's repeated call on one param array:
+    the same option values (the same objects, or equal values of the same types), the
+    same param and states (the plan's weak references tell), no grad_scale, and the
+    backend chosen as before. It keeps what follows from the options alone: their
+    checked values, the common kernel scalars and the plan's launcher. Per call it
+    checks the per-call values (``step``, ``first``) and the grad as the full route
+    does, packs the rule's own scalars and makes one call into compiled code. It holds
+    the plan by a weak reference: the plans decide how long memory is kept."""
+
+    MAX_KEPT = 64  # routes per functional kernel (one per param array of a model)
+
+    __slots__ = ("options", "types", "backend", "environment", "forked", "plan",
+                 "variant", "pick", "hyper", "common", "last")
+
+    @classmethod
+    def of(cls, call, param, states, options, needed, hyper, variant, backend):
+        """The route of a call just made on the checked route, or None where the call
+        took no plan with a one-call launcher."""
+        positions = tuple(call.state_names.index(name) for name in needed)
+        arrays = (param, *(states[i] for i in positions))
+        plan = _PLANS.get(_plan_key(call.rule.name, needed, backend, arrays))
+        if plan is None or variant not in plan.direct or len(plan.refs) != len(arrays):
+            return None
+        route = cls()
+        route.options, route.types = options, tuple(map(type, options))
+        route.backend, route.environment, route.forked = \
+            backend, backends.environment_choice(), backends.FORKED
+        route.plan, route.variant = weakref.ref(plan), variant
+        # the states a call needs, from the states it was given, as a tuple
+        route.pick = operator.itemgetter(slice(0, len(positions))) \
+            if positions == tuple(range(len(positions))) else \
+            (lambda given: tuple([given[i] for i in positions]))
+        route.hyper = {name: hyper[name] for name in hyper if name not in call.per_call_names}
+        route.common = call.rule.common_values(hyper)
+        route.last = None
+        return route
+
+    def run(self, call, param, grad, states, options, per_call, backend):
+        """Run the step if this route vouches for the call; False, with nothing done,
+        where the checked route must decide. Refuses a bad per-call value or a grad
+        overlapping the arrays, as the checked route would, before anything is written."""
+        if not all(map(operator.is_, options, self.options)) and (
+                options != self.options or tuple(map(type, options)) != self.types):
+            return False
+        if backend != self.backend or backend is None and (
+                backends.environment_choice() != self.environment
+                or backends.FORKED is not self.forked):
+            return False
+        plan = self.plan()
+        if plan is None:
+            return False
+        hyper = self.hyper.copy()
+        checks = call.per_call
+        if len(checks) == 1:  # step or first (a route's rule carries no scalars)
+            name, check = checks[0]
+            values = hyper[name] = check(per_call[0])
+        else:
+            for (name, check), value in zip(checks, per_call):
+                hyper[name] = check(value)
+            values = tuple([hyper[name] for name in call.per_call_names])
+        flat_grads = plan.one_grad((param, *self.pick(states)), grad)
+        if flat_grads is None:
+            return False
+        run, dtype = plan.direct[self.variant]
+        last = self.last  # the last per-call values (checked: an int step, a bool), packed
+        if last is None or last[0] != values:
+            vector = call.rule.pack_values_after(self.common, dtype, hyper)
+            self.last = (values, vector)
+        else:
+            vector = last[1]
+        run(flat_grads, hyper, vector)
+        return True
 
 
 def _functional(front, rule):
@@ -350,9 +456,9 @@ def _functional(front, rule):
     source = (f"def {front.name}(param, grad, {', '.join(positional)}, *, "
               f"{', '.join(keywords)}):\n"
               f"    return _run_front(_call, param, grad, "
-              f"{{{', '.join(f'{s.name!r}: {s.name}' for s in rule.states)}}}, "
+              f"({''.join(f'{s.name}, ' for s in rule.states)}), "
               f"({''.join(f'{n}, ' for n in options)}), "
-              f"{{{', '.join(f'{n!r}: {n}' for n in per_call)}}}, grad_scale, backend)\n")
+              f"({''.join(f'{n}, ' for n in per_call)}), grad_scale, backend)\n")
     namespace = {"_run_front": _run_front, "_call": _FrontCall(rule, front.fixed, options),
                  "_defaults": defaults}
     exec(source, namespace)  # noqa: S102 - generated from the rule declarations

@@ -261,3 +261,50 @@ def test_kept_scalars_follow_the_values_exactly(rng):
     other = rule.pack_values(dtype, dict(hyper, alpha=0.5))
     assert other != first
     assert rule.pack_values(np.dtype(np.float32), hyper) is not first  # another dtype
+
+
+def test_the_functional_route_follows_options_states_and_the_backend_choice(
+        cpu_compiled_backend, rng, monkeypatch):
+    """A repeated functional call on one array takes :class:`functional._Route`: it must
+    give the reference's numbers when option values are new objects, when the options
+    change (and with them the states used, including a state after an unused one), and
+    refuse what the checked route refuses, with nothing written."""
+    p = rng.standard_normal(40)
+    q = p.copy()
+    sq, buf, sq_ref, buf_ref = (np.zeros_like(p) for _ in range(4))
+    for i in range(12):
+        g = rng.standard_normal(p.shape)
+        # an lr made anew each call (equal, another object), then another value
+        kw = dict(lr=float(str(0.01 if i < 6 else 0.03)), momentum=0.9 if i >= 3 else 0.0)
+        # square_avg and momentum_buffer, not grad_avg: the states in slots 0 and 2
+        functional.rmsprop_(p, g, sq, None, buf, **kw)
+        functional.rmsprop_(q, g, sq_ref, None, buf_ref, backend="numpy", **kw)
+    np.testing.assert_allclose(p, q, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(buf, buf_ref, rtol=1e-12, atol=0)
+
+    w, w_ref = rng.standard_normal(30), None
+    w_ref = w.copy()
+    mom, mom_ref = np.zeros_like(w), np.zeros_like(w)
+    for i in range(6):
+        g = rng.standard_normal(w.shape)
+        for a, b, backend in ((w, mom, None), (w_ref, mom_ref, "numpy")):
+            functional.sgd_(a, g, b, lr=0.1, momentum=0.9, dampening=0.5, first=i == 0,
+                            backend=backend)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-12, atol=0)
+
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for step in range(1, 6):
+        functional.adam_(p, rng.standard_normal(p.shape), m, v, step=step, lr=0.01)
+    before = [a.copy() for a in (p, m, v)]
+    g = rng.standard_normal(p.shape)
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        functional.adam_(p, g, m, v, step=0, lr=0.01)
+    with pytest.raises(ValueError, match="overlaps"):
+        functional.adam_(p, v, m, v, step=6, lr=0.01)
+    with pytest.raises(ValueError, match="max_exp_avg_sq is required"):
+        functional.adam_(p, g, m, v, step=6, lr=0.01, amsgrad=True)
+    monkeypatch.setenv("FASTOPT_BACKEND", "none of them")  # read at every call
+    with pytest.raises(ValueError, match="FASTOPT_BACKEND must be one of"):
+        functional.adam_(p, g, m, v, step=6, lr=0.01)
+    for a, b in zip((p, m, v), before):
+        np.testing.assert_array_equal(a, b)

@@ -286,8 +286,9 @@ class Rule:
         decayed = hyper.get("weight_decay", 0.0) != 0 or hyper.get("l1", 0.0) != 0
         return (bool(own[0]), bool(own[1]), hyper["grad_scale"] is not None, decayed)
 
-    def _common_values(self, hyper):
-        """The common scalars (:data:`COMMON`, in order) in float64."""
+    def common_values(self, hyper):
+        """The common scalars (:data:`COMMON`, in order) in float64. They follow from
+        the options and grad_scale alone, not from the step."""
         scale = 1.0 if hyper["grad_scale"] is None else hyper["grad_scale"]
         wd = hyper.get("weight_decay", 0.0)
         decoupled = self.decoupled is not None and self.decoupled(hyper)
@@ -296,7 +297,7 @@ class Rule:
 
     def scalar_values(self, hyper):
         """Every kernel scalar by name, in float64: the common ones, then the rule's."""
-        values = dict(zip(COMMON, self._common_values(hyper)))
+        values = dict(zip(COMMON, self.common_values(hyper)))
         values.update(self.host(hyper))  # tests/test_rules.py: it gives exactly `scalars`
         return values
 
@@ -316,7 +317,7 @@ class Rule:
                 and all(map(operator.is_, hyper, last[1])) \
                 and all(map(operator.is_, hyper.values(), last[2])):
             return last[3]  # the very same values as the last call's: the same scalars
-        vector = (*self._common_values(hyper), *self._own(self.host(hyper)), *self._padding)
+        vector = (*self.common_values(hyper), *self._own(self.host(hyper)), *self._padding)
         rounds_to_inf, rounds_to_zero = _ROUNDING[dtype]
         # The norm is NaN or inf when a value is, and at least the largest magnitude (a
         # norm past the limit from values that each fit only sends the check to look).
@@ -334,6 +335,16 @@ class Rule:
             object.__setattr__(self, "_last_packed",
                                (dtype, tuple(hyper), tuple(hyper.values()), vector))
         return vector
+
+    def pack_values_after(self, common, dtype, hyper):
+        """:meth:`pack_values` for a caller that keeps the :meth:`common_values` of
+        unchanged options and grad_scale (``common``): only the rule's own scalars are
+        computed, and the checks are the same."""
+        vector = (*common, *self._own(self.host(hyper)), *self._padding)
+        rounds_to_inf, rounds_to_zero = _ROUNDING[dtype]
+        if math.hypot(*vector) < rounds_to_inf and abs(vector[SCALE]) > rounds_to_zero:
+            return vector
+        return self.pack_values(dtype, hyper)  # refuses the value that does not fit, or packs
 
     def carried_in(self, hyper):
         """``hyper`` with each carried value filled in where it is None (its initial
