@@ -107,10 +107,20 @@ class CBackend(Backend):
             signed = np.array(tensors.signs(slots), np.uint8)
             codecs = (_ptr("unsigned char[]", signed), _ptr("float[]", _MAPS),
                       _ptr("int32_t[]", _BUCKETS))
+        if not parallel:  # one thread: the tables are made once, and a call is one C call
+            addresses, chunks = _tables.optim_tables(tensors, slots, 1)
+            addresses, chunks, n_chunks = (_ptr("int64_t[]", addresses),
+                                           _ptr("int64_t[]", chunks), len(chunks))
+
+            def run_serial(grads, hyper, values):  # cffi casts the values into a C array
+                pointers = [_from_buffer(grads[0])] if len(grads) == 1 else \
+                    list(map(_from_buffer, grads))
+                optim(variant, addresses, pointers, chunks, n_chunks, values, 1, *codecs)
+            return run_serial
         tables = {}  # thread count -> the tables' C pointers (the tables stay cached)
 
         def run(grads, hyper, values):  # cffi casts the values into a C array
-            parts = self.threads() if parallel else 1  # OMP_NUM_THREADS may change
+            parts = self.threads()  # OMP_NUM_THREADS may change
             kept = tables.get(parts)
             if kept is None:
                 addresses, chunks = _tables.optim_tables(tensors, slots, parts)
