@@ -181,13 +181,13 @@ class _Plan:
         anything is written), then run one kernel per set, whole even under Ctrl-C."""
         if variant is None:
             variant = rule.kernel_variant(hyper)
-        launches = self.launches.get(variant)
-        if launches is None:
+        direct = self.direct.get(variant)
+        launches = None if direct is not None else self.launches.get(variant)
+        if direct is None and launches is None:
             launches = self.launches[variant] = self.runner.launches(
                 rule, self.sets, variant, len(flat_grads))
             if len(launches) == 1 and self.runner.single_call:
-                self.direct[variant] = launches[0][0], launches[0][2]
-        direct = self.direct.get(variant)
+                direct = self.direct[variant] = launches[0][0], launches[0][2]
         if direct is not None:
             # one call into compiled code, which a signal cannot interrupt half way
             run, dtype = direct
