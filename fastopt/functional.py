@@ -344,7 +344,8 @@ def _run_front(call, param, grad, states, options, per_call, grad_scale, backend
     if routes is not None and variant is not None and grad_scale is None \
             and type(param) is np.ndarray:
         # options seen before: worth a route (options that change per call are not)
-        route = _Route.of(call, param, states, options, needed, hyper, variant, backend)
+        route = _Route.of(call, param, states, options, needed, hyper, variant, backend,
+                          routes.get(id(param)))
         if route is not None:
             if len(routes) >= _Route.MAX_KEPT:
                 routes.clear()
@@ -368,16 +369,23 @@ class _Route:
                  "variant", "pick", "hyper", "common", "last")
 
     @classmethod
-    def of(cls, call, param, states, options, needed, hyper, variant, backend):
-        """The route of a call just made on the checked route, or None where the call
-        took no plan with a one-call launcher."""
+    def of(cls, call, param, states, options, needed, hyper, variant, backend, previous):
+        """The route of a call just made on the checked route; None where the call took
+        no plan with a one-call launcher, or where ``previous``, the param's route,
+        already is this one (what it could not vouch for was the grad, or a per-call
+        value: a new route would not take the next call either)."""
         positions = tuple(call.state_names.index(name) for name in needed)
         arrays = (param, *(states[i] for i in positions))
         plan = _PLANS.get(_plan_key(call.rule.name, needed, backend, arrays))
         if plan is None or variant not in plan.direct or len(plan.refs) != len(arrays):
             return None
+        types = tuple(map(type, options))
+        if previous is not None and previous.plan() is plan and previous.variant == variant \
+                and previous.options == options and previous.types == types \
+                and previous.backend == backend:
+            return None
         route = cls()
-        route.options, route.types = options, tuple(map(type, options))
+        route.options, route.types = options, types
         route.backend, route.environment, route.forked = \
             backend, backends.environment_choice(), backends.FORKED
         route.plan, route.variant = weakref.ref(plan), variant
