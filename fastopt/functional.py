@@ -79,9 +79,13 @@ def _plan_key(rule, states, backend, arrays):
     """The rule, the state names, what chooses the backend (the argument, and the
     environment variable and fork state that apply without one) and the arrays' ids
     (every state list as long as the params: the lengths follow from the names)."""
-    chooser = backend if backend is not None else \
-        (backends.environment_choice(), backends.FORKED)
-    return (rule, *states, chooser, *map(id, arrays))
+    return (rule, *states, _chooser(backend), *map(id, arrays))
+
+
+def _chooser(backend):
+    """What chooses the backend of a call: the argument, else the environment variable
+    and the fork state that apply without one."""
+    return backend if backend is not None else (backends.environment_choice(), backends.FORKED)
 
 
 def _run_checked(rule, params, grads, states, hyper, backend, variant=None):
@@ -182,12 +186,13 @@ class _Plan:
         if variant is None:
             variant = rule.kernel_variant(hyper)
         direct = self.direct.get(variant)
-        launches = None if direct is not None else self.launches.get(variant)
-        if direct is None and launches is None:
-            launches = self.launches[variant] = self.runner.launches(
-                rule, self.sets, variant, len(flat_grads))
-            if len(launches) == 1 and self.runner.single_call:
-                direct = self.direct[variant] = launches[0][0], launches[0][2]
+        if direct is None:
+            launches = self.launches.get(variant)
+            if launches is None:
+                launches = self.launches[variant] = self.runner.launches(
+                    rule, self.sets, variant, len(flat_grads))
+                if len(launches) == 1 and self.runner.single_call:
+                    direct = self.direct[variant] = launches[0][0], launches[0][2]
         if direct is not None:
             # one call into compiled code, which a signal cannot interrupt half way
             run, dtype = direct
@@ -330,22 +335,19 @@ def _run_front(call, param, grad, states, options, per_call, grad_scale, backend
     the next step, for a rule that carries any. ``states`` and ``per_call`` hold values
     in the order of ``call.state_names`` and ``call.per_call_names``."""
     routes = call.routes
-    if routes is not None and grad_scale is None and type(param) is np.ndarray:
-        route = routes.get(id(param))
-        if route is not None and route.run(call, param, grad, states, options, per_call,
-                                           backend):
-            return None
+    routed = routes is not None and grad_scale is None and type(param) is np.ndarray
+    route = routes.get(id(param)) if routed else None
+    if route is not None and route.run(call, param, grad, states, options, per_call, backend):
+        return None
     rule = call.rule
     hyper, needed, variant = call.checked(options, dict(zip(call.per_call_names, per_call)),
                                           grad_scale)
     named = dict(zip(call.state_names, states))
     run_rule(rule.name, param, grad, {name: named[name] for name in needed}, hyper, backend,
              variant)
-    if routes is not None and variant is not None and grad_scale is None \
-            and type(param) is np.ndarray:
+    if routed and variant is not None:
         # options seen before: worth a route (options that change per call are not)
-        route = _Route.of(call, param, states, options, needed, hyper, variant, backend,
-                          routes.get(id(param)))
+        route = _Route.of(call, param, states, options, needed, hyper, variant, backend, route)
         if route is not None:
             if len(routes) >= _Route.MAX_KEPT:
                 routes.clear()
@@ -365,8 +367,8 @@ class _Route:
 
     MAX_KEPT = 64  # routes per functional kernel (one per param array of a model)
 
-    __slots__ = ("options", "types", "backend", "environment", "forked", "plan",
-                 "variant", "pick", "hyper", "common", "last")
+    __slots__ = ("options", "types", "chooser", "plan", "variant", "pick", "hyper", "common",
+                 "last")
 
     @classmethod
     def of(cls, call, param, states, options, needed, hyper, variant, backend, previous):
@@ -379,15 +381,13 @@ class _Route:
         plan = _PLANS.get(_plan_key(call.rule.name, needed, backend, arrays))
         if plan is None or variant not in plan.direct or len(plan.refs) != len(arrays):
             return None
-        types = tuple(map(type, options))
+        types, chooser = tuple(map(type, options)), _chooser(backend)
         if previous is not None and previous.plan() is plan and previous.variant == variant \
                 and previous.options == options and previous.types == types \
-                and previous.backend == backend:
+                and previous.chooser == chooser:
             return None
         route = cls()
-        route.options, route.types = options, types
-        route.backend, route.environment, route.forked = \
-            backend, backends.environment_choice(), backends.FORKED
+        route.options, route.types, route.chooser = options, types, chooser
         route.plan, route.variant = weakref.ref(plan), variant
         # the states a call needs, from the states it was given, as a tuple
         route.pick = operator.itemgetter(slice(0, len(positions))) \
@@ -405,9 +405,7 @@ class _Route:
         if not all(map(operator.is_, options, self.options)) and (
                 options != self.options or tuple(map(type, options)) != self.types):
             return False
-        if backend != self.backend or backend is None and (
-                backends.environment_choice() != self.environment
-                or backends.FORKED is not self.forked):
+        if _chooser(backend) != self.chooser:
             return False
         plan = self.plan()
         if plan is None:

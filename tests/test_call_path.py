@@ -282,7 +282,7 @@ def test_the_functional_route_follows_options_states_and_the_backend_choice(
     np.testing.assert_allclose(p, q, rtol=1e-12, atol=0)
     np.testing.assert_allclose(buf, buf_ref, rtol=1e-12, atol=0)
 
-    w, w_ref = rng.standard_normal(30), None
+    w = rng.standard_normal(30)
     w_ref = w.copy()
     mom, mom_ref = np.zeros_like(w), np.zeros_like(w)
     for i in range(6):

@@ -107,10 +107,13 @@ class CBackend(Backend):
             signed = np.array(tensors.signs(slots), np.uint8)
             codecs = (_ptr("unsigned char[]", signed), _ptr("float[]", _MAPS),
                       _ptr("int32_t[]", _BUCKETS))
+
+        def c_tables(parts):  # the address and chunk tables for `parts` threads, for C
+            addresses, chunks = _tables.optim_tables(tensors, slots, parts)
+            return _ptr("int64_t[]", addresses), _ptr("int64_t[]", chunks), len(chunks)
+
         if not parallel:  # one thread: the tables are made once, and a call is one C call
-            addresses, chunks = _tables.optim_tables(tensors, slots, 1)
-            addresses, chunks, n_chunks = (_ptr("int64_t[]", addresses),
-                                           _ptr("int64_t[]", chunks), len(chunks))
+            addresses, chunks, n_chunks = c_tables(1)
 
             def run_serial(grads, hyper, values):  # cffi casts the values into a C array
                 pointers = [_from_buffer(grads[0])] if len(grads) == 1 else \
@@ -123,9 +126,7 @@ class CBackend(Backend):
             parts = self.threads()  # OMP_NUM_THREADS may change
             kept = tables.get(parts)
             if kept is None:
-                addresses, chunks = _tables.optim_tables(tensors, slots, parts)
-                kept = tables[parts] = (_ptr("int64_t[]", addresses),
-                                        _ptr("int64_t[]", chunks), len(chunks))
+                kept = tables[parts] = c_tables(parts)
             addresses, chunks, n_chunks = kept
             optim(variant, addresses, [_from_buffer(g) for g in grads], chunks, n_chunks,
                   values, parts, *codecs)

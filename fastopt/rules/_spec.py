@@ -317,7 +317,17 @@ class Rule:
                 and all(map(operator.is_, hyper, last[1])) \
                 and all(map(operator.is_, hyper.values(), last[2])):
             return last[3]  # the very same values as the last call's: the same scalars
-        vector = (*self.common_values(hyper), *self._own(self.host(hyper)), *self._padding)
+        vector = self.pack_values_after(self.common_values(hyper), dtype, hyper)
+        if self._remember:
+            object.__setattr__(self, "_last_packed",
+                               (dtype, tuple(hyper), tuple(hyper.values()), vector))
+        return vector
+
+    def pack_values_after(self, common, dtype, hyper):
+        """:meth:`pack_values` for a caller that keeps the :meth:`common_values` of
+        unchanged options and grad_scale (``common``): only the rule's own scalars are
+        computed, with the same checks (and nothing is remembered)."""
+        vector = (*common, *self._own(self.host(hyper)), *self._padding)
         rounds_to_inf, rounds_to_zero = _ROUNDING[dtype]
         # The norm is NaN or inf when a value is, and at least the largest magnitude (a
         # norm past the limit from values that each fit only sends the check to look).
@@ -331,20 +341,7 @@ class Rule:
                     became = "0" if abs(value) < 1 else "inf"
                     raise ValueError(f"{blame} does not fit the params' dtype "
                                      f"{np.dtype(dtype)}: {value!r} becomes {became} there")
-        if self._remember:
-            object.__setattr__(self, "_last_packed",
-                               (dtype, tuple(hyper), tuple(hyper.values()), vector))
         return vector
-
-    def pack_values_after(self, common, dtype, hyper):
-        """:meth:`pack_values` for a caller that keeps the :meth:`common_values` of
-        unchanged options and grad_scale (``common``): only the rule's own scalars are
-        computed, and the checks are the same."""
-        vector = (*common, *self._own(self.host(hyper)), *self._padding)
-        rounds_to_inf, rounds_to_zero = _ROUNDING[dtype]
-        if math.hypot(*vector) < rounds_to_inf and abs(vector[SCALE]) > rounds_to_zero:
-            return vector
-        return self.pack_values(dtype, hyper)  # refuses the value that does not fit, or packs
 
     def carried_in(self, hyper):
         """``hyper`` with each carried value filled in where it is None (its initial
