@@ -75,6 +75,41 @@ def run_rule(rule, params, grads, states, hyper, backend=None, variant=None):
     _run_checked(rule, params, _as_list(grads), states, hyper, backend, variant)
 
 
+_SITES = {}  # a caller's call-site key -> (rule, state names, chooser, weakref to its _Plan)
+_SITES_MAX = 256
+
+
+def run_at(site, rule, names, arrays, grads, hyper, variant=None):
+    """:func:`run_rule` on the default backend for a call site that passes the same
+    arrays step after step, as an adapter does for each layer of a model. ``site``: a
+    hashable key the caller picks for the site (say ``id(layer)``); ``names``: the state
+    names; ``arrays``: the params, then each state's arrays in ``names`` order (one per
+    param); ``grads``: a list or tuple, one per param.
+
+    The plan of the site's last call, kept by a weak reference, is tried first: when
+    the rule, the state names and the backend choice are the same and the plan's weak
+    references show the very same arrays, only the grads are checked
+    (:meth:`_Plan.plain_grads`), and finding the plan by the arrays' ids is skipped.
+    Everything else takes :func:`run_rule`, with its checks and errors."""
+    kept = _SITES.get(site)
+    if kept is not None and kept[0] == rule and kept[1] == names \
+            and kept[2] == _chooser(None):
+        plan = kept[3]()
+        if plan is not None:
+            flat_grads = plan.plain_grads(arrays, grads)
+            if flat_grads is not None:
+                plan.run(RULES[rule], flat_grads, hyper, variant)
+                return
+    n = len(arrays) // (1 + len(names))
+    states = {name: list(arrays[n * (i + 1):n * (i + 2)]) for i, name in enumerate(names)}
+    run_rule(rule, list(arrays[:n]), list(grads), states, hyper, variant=variant)
+    plan = _PLANS.get(_plan_key(rule, states, None, arrays))
+    if plan is not None:
+        if len(_SITES) >= _SITES_MAX:
+            _SITES.clear()
+        _SITES[site] = (rule, names, _chooser(None), weakref.ref(plan))
+
+
 def _plan_key(rule, states, backend, arrays):
     """The rule, the state names, what chooses the backend (the argument, and the
     environment variable and fork state that apply without one) and the arrays' ids

@@ -308,3 +308,70 @@ def test_the_functional_route_follows_options_states_and_the_backend_choice(
         functional.adam_(p, g, m, v, step=6, lr=0.01)
     for a, b in zip((p, m, v), before):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_call_site_follows_its_arrays_rule_and_backend_and_refuses_bad_grads(
+        cpu_compiled_backend, rng, monkeypatch):
+    """:func:`functional.run_at` (the nnfs and scikit-learn adapters' call): a site's kept
+    plan serves only the very arrays, rule and backend choice it was made for; a new
+    array, another rule on the same arrays, or a new FASTOPT_BACKEND is noticed, and bad
+    grads and a read-only param are refused with the checked route's errors, with
+    nothing written."""
+    site, other_site = object(), object()
+
+    def adam_hyper(step):
+        return dict(step=step, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, corrected=True,
+                    grad_scale=None)
+
+    ours = [rng.standard_normal((3, 5)), rng.standard_normal(5)]
+    ours += [np.zeros_like(a) for a in ours * 2]  # params, then m and v of each
+    ref = [a.copy() for a in ours]
+
+    def both(rule, names, arrays, ref_arrays, grads, hyper, at=site):
+        functional.run_at(at, rule, names, arrays, grads, hyper)
+        n = len(grads)
+        functional.run_rule(
+            rule, ref_arrays[:n], list(grads),
+            {name: ref_arrays[n * (i + 1):n * (i + 2)] for i, name in enumerate(names)},
+            hyper, backend="numpy")
+
+    def grads():
+        return [rng.standard_normal(a.shape) for a in ours[:2]]
+
+    for step in range(1, 5):
+        both("adam_sq", ("m", "v"), ours, ref, grads(), adam_hyper(step))
+    ours[0] = ours[0].copy()  # a new param array, the same values
+    for step in range(5, 7):
+        both("adam_sq", ("m", "v"), ours, ref, grads(), adam_hyper(step))
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
+
+    # two one-state rules taking turns on the same site and arrays
+    w = [rng.standard_normal(7), np.zeros(7)]
+    w_ref = [a.copy() for a in w]
+    for i in range(6):
+        rule, name = ("velocity", "velocity") if i % 2 else ("nesterov_dlfs", "v")
+        g = [rng.standard_normal(7)]
+        both(rule, (name,), w, w_ref, g,
+             dict(lr=0.1, momentum=0.9, nesterov=False, grad_scale=None), at=other_site)
+    for a, b in zip(w, w_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
+
+    before = [a.copy() for a in ours]
+    g = grads()
+    for bad, error, match in [
+            ([g[0], g[1][:3]], ValueError, "shape"),
+            ([g[0], ours[3]], ValueError, "overlaps the memory of m 1"),
+            ([g[0]], ValueError, "got 1 grads for 2 params"),
+            ([g[0], g[1].astype(np.float32)], TypeError, "dtype float32")]:
+        with pytest.raises(error, match=match):
+            functional.run_at(site, "adam_sq", ("m", "v"), ours, bad, adam_hyper(7))
+    ours[1].flags.writeable = False  # after many calls on the same arrays
+    with pytest.raises(ValueError, match="param 1 is read-only"):
+        functional.run_at(site, "adam_sq", ("m", "v"), ours, g, adam_hyper(7))
+    ours[1].flags.writeable = True
+    monkeypatch.setenv("FASTOPT_BACKEND", "none of them")  # read at every call
+    with pytest.raises(ValueError, match="FASTOPT_BACKEND must be one of"):
+        functional.run_at(site, "adam_sq", ("m", "v"), ours, g, adam_hyper(7))
+    for a, b in zip(ours, before):
+        np.testing.assert_array_equal(a, b)

@@ -26,7 +26,7 @@ One-line change: ``from fastopt.compat.nnfs import Optimizer_Adam``.
 
 import numpy as np
 
-from ..functional import run_rule
+from ..functional import run_at
 from ..rules import RULES
 
 
@@ -49,19 +49,21 @@ class _Optimizer:
         """Count the step (call once after the layer updates)."""
         self.iterations += 1
 
-    def _layer_states(self, layer):
-        states = []
+    def _layer_arrays(self, layer):
+        """The layer's weights and biases, then each state's pair (made, as zeros, at
+        the first update), in kernel slot order."""
+        arrays = [layer.weights, layer.biases]
         for weight_name, bias_name in self._state:
             if not hasattr(layer, weight_name):
                 setattr(layer, weight_name, np.zeros_like(layer.weights))
                 setattr(layer, bias_name, np.zeros_like(layer.biases))
-            states.append([getattr(layer, weight_name), getattr(layer, bias_name)])
-        return states
+            arrays += getattr(layer, weight_name), getattr(layer, bias_name)
+        return arrays
 
     def _run(self, rule, layer, state_names, hyper):
-        states = dict(zip(state_names, self._layer_states(layer)))
-        run_rule(rule, [layer.weights, layer.biases], [layer.dweights, layer.dbiases],
-                 states, hyper, variant=_variant(rule, hyper))
+        # one call site per layer: the next update of the same layer finds its plan
+        run_at(id(layer), rule, state_names, self._layer_arrays(layer),
+               (layer.dweights, layer.dbiases), hyper, variant=_variant(rule, hyper))
 
 
 _VARIANTS = {}

@@ -28,7 +28,9 @@ import numpy as np
 from sklearn.neural_network import _multilayer_perceptron as _mlp
 from sklearn.neural_network import _stochastic_optimizers as _sk
 
-from ..functional import run_rule
+from ..functional import run_at
+
+_VELOCITY, _MOMENTS = ("velocity",), ("m", "v")  # the kernels' state names
 
 
 class SGDOptimizer(_sk.SGDOptimizer):
@@ -37,9 +39,9 @@ class SGDOptimizer(_sk.SGDOptimizer):
 
     def update_params(self, params, grads):
         """``params[i] += update`` with the velocities updated in place."""
-        run_rule("velocity", list(params), list(grads), {"velocity": self.velocities},
-                 dict(lr=float(self.learning_rate), momentum=float(self.momentum),
-                      nesterov=bool(self.nesterov), grad_scale=None))
+        run_at(id(self), "velocity", _VELOCITY, [*params, *self.velocities], grads,
+               dict(lr=float(self.learning_rate), momentum=float(self.momentum),
+                    nesterov=bool(self.nesterov), grad_scale=None))
 
 
 class AdamOptimizer(_sk.AdamOptimizer):
@@ -49,10 +51,10 @@ class AdamOptimizer(_sk.AdamOptimizer):
     def update_params(self, params, grads):
         """One Adam step; sets ``t`` and ``learning_rate`` as scikit-learn does."""
         t = self.t + 1
-        run_rule("adam_sq", list(params), list(grads), {"m": self.ms, "v": self.vs},
-                 dict(step=t, lr=float(self.learning_rate_init), beta1=float(self.beta_1),
-                      beta2=float(self.beta_2), eps=float(self.epsilon), corrected=False,
-                      grad_scale=None))
+        run_at(id(self), "adam_sq", _MOMENTS, [*params, *self.ms, *self.vs], grads,
+               dict(step=t, lr=float(self.learning_rate_init), beta1=float(self.beta_1),
+                    beta2=float(self.beta_2), eps=float(self.epsilon), corrected=False,
+                    grad_scale=None))
         self.t = t
         self.learning_rate = (self.learning_rate_init * np.sqrt(1 - self.beta_2 ** t)
                               / (1 - self.beta_1 ** t))
