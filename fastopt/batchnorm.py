@@ -55,6 +55,9 @@ class BatchNormCache:
 
 
 def _view3(x, axis):
+    shape = x.shape
+    if axis == 1 and len(shape) == 2 and type(x) is np.ndarray and x.flags.c_contiguous:
+        return x.reshape(shape[0], shape[1], 1)  # (N, C): the common case, without products
     outer = math.prod(x.shape[:axis])  # math.prod: ~0.1 us; np.prod takes ~5 us
     inner = math.prod(x.shape[axis + 1:])
     if not isinstance(x, np.ndarray):  # device arrays are checked C-contiguous
@@ -236,7 +239,8 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, *,
                          f"of shape {x.shape}")
     if not training and running_mean is None:
         raise ValueError("inference (training=False) needs running_mean and running_var")
-    arrays = [a for a in (x, gamma, beta, running_mean, running_var) if a is not None]
+    arrays = (x, gamma, beta) if running_mean is None else \
+        (x, gamma, beta, running_mean, running_var)
     name = backends.resolve_for(backends.placement(arrays, "x and the per-channel arrays"),
                                 backend)
     runner = backends.get_backend(name)
@@ -311,7 +315,10 @@ def batchnorm_backward(dy, cache, *, out=None):
             dgamma[w], dbeta[w] = backward_pass(dy3, x3, cache.mean[w], cache.invstd[w],
                                                 gamma[w], n, cache.training, dx3, *window)
     dx = dx3.reshape(x.shape) if out is None else out
-    return dx, _on_side_of(x, dgamma.astype(x.dtype)), _on_side_of(x, dbeta.astype(x.dtype))
+    dgamma, dbeta = dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+    if type(x) is np.ndarray:
+        return dx, dgamma, dbeta
+    return dx, _on_side_of(x, dgamma), _on_side_of(x, dbeta)
 
 
 class BatchNorm:
