@@ -315,10 +315,7 @@ def batchnorm_backward(dy, cache, *, out=None):
             dgamma[w], dbeta[w] = backward_pass(dy3, x3, cache.mean[w], cache.invstd[w],
                                                 gamma[w], n, cache.training, dx3, *window)
     dx = dx3.reshape(x.shape) if out is None else out
-    dgamma, dbeta = dgamma.astype(x.dtype), dbeta.astype(x.dtype)
-    if type(x) is np.ndarray:
-        return dx, dgamma, dbeta
-    return dx, _on_side_of(x, dgamma), _on_side_of(x, dbeta)
+    return dx, _on_side_of(x, dgamma.astype(x.dtype)), _on_side_of(x, dbeta.astype(x.dtype))
 
 
 class BatchNorm:
