@@ -89,17 +89,22 @@ def run_at(site, rule, names, arrays, grads, hyper, variant=None):
     The plan of the site's last call, kept by a weak reference, is tried first: when
     the rule, the state names and the backend choice are the same and the plan's weak
     references show the very same arrays, only the grads are checked
-    (:meth:`_Plan.plain_grads`), and finding the plan by the arrays' ids is skipped.
-    Everything else takes :func:`run_rule`, with its checks and errors."""
+    (:meth:`_Plan.plain_grads`, or :meth:`_Plan.run_one` for a site of one param), and
+    finding the plan by the arrays' ids is skipped. Everything else takes
+    :func:`run_rule`, with its checks and errors."""
     kept = _SITES.get(site)
     if kept is not None and kept[0] == rule and kept[1] == names \
             and kept[2] == _chooser(None):
         plan = kept[3]()
-        if plan is not None:
-            flat_grads = plan.plain_grads(arrays, grads)
-            if flat_grads is not None:
-                plan.run(RULES[rule], flat_grads, hyper, variant)
-                return
+        if plan is not None and len(arrays) == len(plan.refs):
+            if len(grads) == 1 == len(plan.dtypes):
+                if plan.run_one(RULES[rule], arrays, grads[0], hyper, variant):
+                    return
+            else:
+                flat_grads = plan.plain_grads(arrays, grads)
+                if flat_grads is not None:
+                    plan.run(RULES[rule], flat_grads, hyper, variant)
+                    return
     n = len(arrays) // (1 + len(names))
     states = {name: list(arrays[n * (i + 1):n * (i + 2)]) for i, name in enumerate(names)}
     run_rule(rule, list(arrays[:n]), list(grads), states, hyper, variant=variant)

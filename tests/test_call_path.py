@@ -370,6 +370,32 @@ def test_a_call_site_follows_its_arrays_rule_and_backend_and_refuses_bad_grads(
     with pytest.raises(ValueError, match="param 1 is read-only"):
         functional.run_at(site, "adam_sq", ("m", "v"), ours, g, adam_hyper(7))
     ours[1].flags.writeable = True
+    # a site of one param (cs231n's: the shortest route), with a state array swapped
+    one, one_site = [rng.standard_normal((4, 3)), np.zeros((4, 3)), np.zeros((4, 3))], object()
+    one_ref = [a.copy() for a in one]
+    for step in range(1, 7):
+        if step == 4:
+            one[1] = one[1].copy()  # a new m array, the same values
+        both("adam_sq", ("m", "v"), one, one_ref, [rng.standard_normal((4, 3))],
+             adam_hyper(step), at=one_site)
+    for a, b in zip(one, one_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
+    one_before = [a.copy() for a in one]
+    g1 = rng.standard_normal((4, 3))
+    for bad, error, match in [
+            ([g1[:3]], ValueError, "shape"),
+            ([one[2]], ValueError, "overlaps the memory of v 0"),
+            ([g1, g1], ValueError, "got 2 grads for 1 params"),
+            ([g1.astype(np.float32)], TypeError, "dtype float32")]:
+        with pytest.raises(error, match=match):
+            functional.run_at(one_site, "adam_sq", ("m", "v"), one, bad, adam_hyper(7))
+    one[2].flags.writeable = False
+    with pytest.raises(ValueError, match="v 0 is read-only"):
+        functional.run_at(one_site, "adam_sq", ("m", "v"), one, [g1], adam_hyper(7))
+    one[2].flags.writeable = True
+    for a, b in zip(one, one_before):
+        np.testing.assert_array_equal(a, b)
+
     monkeypatch.setenv("FASTOPT_BACKEND", "none of them")  # read at every call
     with pytest.raises(ValueError, match="FASTOPT_BACKEND must be one of"):
         functional.run_at(site, "adam_sq", ("m", "v"), ours, g, adam_hyper(7))

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import _validate
 from .. import batchnorm as _bn
-from ..functional import run_rule
+from ..functional import run_at
 from ..rules import RULES
 
 
@@ -53,7 +53,7 @@ def _state(config, key, w):
 
 def _variant(rule, **hyper):
     """The kernel variant of ``rule`` with these options and no grad_scale (the
-    adapters' options are fixed, so it is found once: :func:`run_rule`)."""
+    adapters' options are fixed, so it is found once: :func:`run_at`)."""
     return RULES[rule].kernel_variant(dict(hyper, grad_scale=None))
 
 
@@ -66,13 +66,14 @@ _SGD_VARIANT = _variant("sgd", **_SGD_HYPER)
 def sgd(w, dw, config=None):
     """Vanilla SGD, in place: ``w -= learning_rate * dw``. config: learning_rate (1e-2)."""
     config = _config(config, _SGD)
-    run_rule("sgd", w, dw, {}, dict(_SGD_HYPER, lr=config["learning_rate"]),
-             variant=_SGD_VARIANT)
+    run_at(id(config), "sgd", (), (w,), (dw,), dict(_SGD_HYPER, lr=config["learning_rate"]),
+           _SGD_VARIANT)
     return w, config
 
 
 _MOMENTUM = {"learning_rate": 1e-2, "momentum": 0.9}
 _MOMENTUM_VARIANT = _variant("velocity", nesterov=False)
+_VELOCITY = ("velocity",)
 
 
 def sgd_momentum(w, dw, config=None):
@@ -80,14 +81,15 @@ def sgd_momentum(w, dw, config=None):
     w += v``. config: learning_rate (1e-2), momentum (0.9), velocity (zeros)."""
     config = _config(config, _MOMENTUM)
     velocity = _state(config, "velocity", w)
-    run_rule("velocity", w, dw, {"velocity": velocity}, {
+    run_at(id(config), "velocity", _VELOCITY, (w, velocity), (dw,), {
         "lr": config["learning_rate"], "momentum": config["momentum"], "nesterov": False,
-        "grad_scale": None}, variant=_MOMENTUM_VARIANT)
+        "grad_scale": None}, _MOMENTUM_VARIANT)
     return w, config
 
 
 _RMSPROP = {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8}
 _RMSPROP_VARIANT = _variant("rmsprop_sq")
+_CACHE = ("cache",)
 
 
 def rmsprop(w, dw, config=None):
@@ -96,14 +98,15 @@ def rmsprop(w, dw, config=None):
     decay_rate (0.99), epsilon (1e-8), cache (zeros)."""
     config = _config(config, _RMSPROP)
     cache = _state(config, "cache", w)
-    run_rule("rmsprop_sq", w, dw, {"cache": cache}, {
+    run_at(id(config), "rmsprop_sq", _CACHE, (w, cache), (dw,), {
         "lr": config["learning_rate"], "alpha": config["decay_rate"],
-        "eps": config["epsilon"], "grad_scale": None}, variant=_RMSPROP_VARIANT)
+        "eps": config["epsilon"], "grad_scale": None}, _RMSPROP_VARIANT)
     return w, config
 
 
 _ADAM = {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "t": 0}
 _ADAM_VARIANT = _variant("adam_sq", corrected=True)
+_MOMENTS = ("m", "v")
 
 
 def adam(w, dw, config=None):
@@ -113,10 +116,10 @@ def adam(w, dw, config=None):
     config = _config(config, _ADAM)
     m, v = _state(config, "m", w), _state(config, "v", w)
     t = int(config["t"]) + 1
-    run_rule("adam_sq", w, dw, {"m": m, "v": v}, {
+    run_at(id(config), "adam_sq", _MOMENTS, (w, m, v), (dw,), {
         "step": t, "lr": config["learning_rate"], "beta1": config["beta1"],
         "beta2": config["beta2"], "eps": config["epsilon"], "corrected": True,
-        "grad_scale": None}, variant=_ADAM_VARIANT)
+        "grad_scale": None}, _ADAM_VARIANT)
     config["t"] = t
     return w, config
 
