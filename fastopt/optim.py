@@ -253,15 +253,22 @@ class Optimizer:
         flat_grads = self._match_grads(grads)
         if grad_scale is not None:
             grad_scale = _validate.grad_scale(grad_scale)
-        plan, hypers = [], []
         rule = self._rule
-        for gi, (group, sets) in enumerate(zip(self.param_groups, self._sets)):
-            hyper = self._checked_hyper(gi, group, grad_scale)
-            hypers.append(hyper)
-            for run, indices, dtype in self._launches(gi, hyper, sets):
-                values = rule.pack_values(dtype, hyper)  # fits, or raises
-                plan.append((run, flat_grads if indices is None else
-                             [flat_grads[i] for i in indices], hyper, values))
+        if len(self._sets) == 1:  # one group, most often one launch: the short way
+            hyper = self._checked_hyper(0, self.param_groups[0], grad_scale)
+            hypers = (hyper,)
+            launches = self._launches(0, hyper, self._sets[0])
+            if len(launches) == 1 and launches[0][1] is None:  # all the grads, one call
+                run, _, dtype = launches[0]
+                plan = ((run, flat_grads, hyper, rule.pack_values(dtype, hyper)),)
+            else:
+                plan = self._group_plan(hyper, launches, flat_grads)
+        else:
+            hypers = [self._checked_hyper(gi, group, grad_scale)
+                      for gi, group in enumerate(self.param_groups)]
+            plan = [step for gi, (hyper, sets) in enumerate(zip(hypers, self._sets))
+                    for step in self._group_plan(hyper, self._launches(gi, hyper, sets),
+                                                 flat_grads)]
         if self.skip_nonfinite and not _all_finite_flat(flat_grads, self._backend):
             return False
         with _safety.deferred_interrupt():
@@ -271,6 +278,14 @@ class Optimizer:
                 self._carried = [rule.advance(hyper) for hyper in hypers]
             self._steps += 1
         return True
+
+    def _group_plan(self, hyper, launches, flat_grads):
+        """``[(launcher, grads, hyper, values)]`` of one group's ``launches`` for this
+        step, every scalar packed (each fits its dtype, or this raises before anything
+        is written)."""
+        pack = self._rule.pack_values
+        return [(run, flat_grads if indices is None else [flat_grads[i] for i in indices],
+                 hyper, pack(dtype, hyper)) for run, indices, dtype in launches]
 
     def _rebind(self):
         """In a process forked after the thread pools started (backends.FORKED), take
