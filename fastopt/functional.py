@@ -75,7 +75,20 @@ def run_rule(rule, params, grads, states, hyper, backend=None, variant=None):
     _run_checked(rule, params, _as_list(grads), states, hyper, backend, variant)
 
 
-_SITES = {}  # a caller's call-site key -> (rule, state names, chooser, weakref to its _Plan)
+class _Site:
+    """What :func:`run_at` keeps of a call site's last call: the rule, the state names,
+    the backend choice, a weak reference to the plan, and ``packed``, the hyper dict of
+    the last direct call with its packed scalars (one tuple, replaced whole, so that a
+    thread never reads one call's dict with another's scalars)."""
+
+    __slots__ = ("rule", "names", "chooser", "plan", "packed")
+
+    def __init__(self, rule, names, chooser, plan):
+        self.rule, self.names, self.chooser, self.plan = rule, names, chooser, plan
+        self.packed = (None, None)
+
+
+_SITES = {}  # a caller's call-site key -> _Site
 _SITES_MAX = 256
 
 
@@ -84,27 +97,39 @@ def run_at(site, rule, names, arrays, grads, hyper, variant=None):
     arrays step after step, as an adapter does for each layer of a model. ``site``: a
     hashable key the caller picks for the site (say ``id(layer)``); ``names``: the state
     names; ``arrays``: the params, then each state's arrays in ``names`` order (one per
-    param); ``grads``: a list or tuple, one per param.
+    param); ``grads``: a list or tuple, one per param; ``hyper``: checked
+    hyperparameters. Passing the very dict of the site's last call again says that it
+    holds the same values (the caller must not change a dict it passes again): its
+    packed scalars are reused.
 
     The plan of the site's last call, kept by a weak reference, is tried first: when
     the rule, the state names and the backend choice are the same and the plan's weak
     references show the very same arrays, only the grads are checked
-    (:meth:`_Plan.plain_grads`, or :meth:`_Plan.run_one` for a site of one param), and
+    (:meth:`_Plan.plain_grads`, or :meth:`_Plan.one_grad` for a site of one param), and
     finding the plan by the arrays' ids is skipped. Everything else takes
     :func:`run_rule`, with its checks and errors."""
     kept = _SITES.get(site)
-    if kept is not None and kept[0] == rule and kept[1] == names \
-            and kept[2] == _chooser(None):
-        plan = kept[3]()
+    if kept is not None and kept.rule == rule and kept.names == names \
+            and kept.chooser == _chooser(None):
+        plan = kept.plan()
         if plan is not None and len(arrays) == len(plan.refs):
             if len(grads) == 1 == len(plan.dtypes):
-                if plan.run_one(RULES[rule], arrays, grads[0], hyper, variant):
-                    return
+                flat_grads = plan.one_grad(arrays, grads[0])
             else:
                 flat_grads = plan.plain_grads(arrays, grads)
-                if flat_grads is not None:
+            if flat_grads is not None:
+                direct = plan.direct.get(variant)
+                if direct is None:
                     plan.run(RULES[rule], flat_grads, hyper, variant)
                     return
+                run, dtype = direct
+                last_hyper, values = kept.packed
+                if hyper is not last_hyper:
+                    values = RULES[rule].pack_values(dtype, hyper)
+                    kept.packed = hyper, values
+                # one call into compiled code, which a signal cannot interrupt half way
+                run(flat_grads, hyper, values)
+                return
     n = len(arrays) // (1 + len(names))
     states = {name: list(arrays[n * (i + 1):n * (i + 2)]) for i, name in enumerate(names)}
     run_rule(rule, list(arrays[:n]), list(grads), states, hyper, variant=variant)
@@ -112,7 +137,7 @@ def run_at(site, rule, names, arrays, grads, hyper, variant=None):
     if plan is not None:
         if len(_SITES) >= _SITES_MAX:
             _SITES.clear()
-        _SITES[site] = (rule, names, _chooser(None), weakref.ref(plan))
+        _SITES[site] = _Site(rule, names, _chooser(None), weakref.ref(plan))
 
 
 def _plan_key(rule, states, backend, arrays):

@@ -401,3 +401,45 @@ def test_a_call_site_follows_its_arrays_rule_and_backend_and_refuses_bad_grads(
         functional.run_at(site, "adam_sq", ("m", "v"), ours, g, adam_hyper(7))
     for a, b in zip(ours, before):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["sgd_momentum", "rmsprop"])
+def test_an_adapter_notices_every_change_of_its_config_between_calls(
+        name, cpu_compiled_backend, rng):
+    """cs231n's rules keep a config's checked values and packed scalars while the config
+    holds the very same float objects: a new value (a decayed lr, a number of another
+    type, an equal number that is another object) is used at the next call, and a bad
+    one is refused with nothing written, after many calls that reused what was kept."""
+    from fastopt.compat import cs231n
+    from fastopt.originals import cs231n as book
+
+    ours, code = getattr(cs231n, name), getattr(book, name)
+    w = rng.standard_normal((5, 3))
+    w_ref = w.copy()
+    config = {"learning_rate": 0.05}
+    ref_config = {"learning_rate": 0.05, "momentum": 0.9} if name == "sgd_momentum" else {
+        "learning_rate": 0.05, "decay_rate": 0.99, "epsilon": 1e-8, "cache": np.zeros_like(w)}
+    key = "momentum" if name == "sgd_momentum" else "decay_rate"
+
+    def steps(count):
+        nonlocal w_ref, ref_config
+        for _ in range(count):
+            dw = rng.standard_normal(w.shape)
+            ours(w, dw, config)
+            w_ref, ref_config = code(w_ref, dw, ref_config)
+        np.testing.assert_allclose(w, w_ref, rtol=1e-12, atol=1e-15)
+
+    steps(5)
+    for change in ({key: 0.5}, {"learning_rate": 0.02}, {key: np.float64(0.7)},
+                   {key: 0.7}, {"learning_rate": float("0.02")}):
+        config.update(change)
+        ref_config.update(change)
+        steps(3)
+    before = w.copy()
+    for bad, error in ((True, TypeError), (float("nan"), ValueError)):
+        config["learning_rate"] = bad
+        with pytest.raises(error, match="learning_rate"):
+            ours(w, rng.standard_normal(w.shape), config)
+        np.testing.assert_array_equal(w, before)
+    config["learning_rate"] = ref_config["learning_rate"] = 0.01
+    steps(3)

@@ -25,6 +25,8 @@ the biased one, and running statistics start at zeros and are written back into
 in the array's dtype), so float32 results agree to rounding.
 """
 
+import operator
+
 import numpy as np
 
 from .. import _validate
@@ -42,6 +44,34 @@ def _config(config, defaults):
         if key != "t":
             _validate.real(config[key], key)
     return config
+
+
+# id(config) -> (the config's values of the keys of a rule's defaults, the hyper dict
+# made from them). The values are held, so no other object can take their ids.
+_HYPERS = {}
+_HYPERS_MAX = 256
+
+
+def _settings(config, defaults, hyper_of):
+    """``(config, hyper)``: the config (a new dict for None) with ``defaults`` filled
+    in and checked, and ``hyper_of(config)``. While a config holds the very same float
+    objects as at its last call (a training loop's config between learning-rate
+    decays), the checks are not made again and the last call's hyper dict is given
+    back, whose packed scalars :func:`run_at` then reuses."""
+    if config is None:
+        config = _config(None, defaults)
+        return config, hyper_of(config)
+    kept = _HYPERS.get(id(config))
+    if kept is not None and all(map(operator.is_, map(config.get, defaults), kept[0])):
+        return config, kept[1]
+    config = _config(config, defaults)
+    values = tuple(map(config.get, defaults))
+    hyper = hyper_of(config)
+    if all(type(value) is float for value in values):
+        if len(_HYPERS) >= _HYPERS_MAX:
+            _HYPERS.clear()
+        _HYPERS[id(config)] = values, hyper
+    return config, hyper
 
 
 def _state(config, key, w):
@@ -63,11 +93,14 @@ _SGD_HYPER = dict(momentum=0.0, dampening=0.0, nesterov=False, first=False,
 _SGD_VARIANT = _variant("sgd", **_SGD_HYPER)
 
 
+def _sgd_hyper(config):
+    return dict(_SGD_HYPER, lr=config["learning_rate"])
+
+
 def sgd(w, dw, config=None):
     """Vanilla SGD, in place: ``w -= learning_rate * dw``. config: learning_rate (1e-2)."""
-    config = _config(config, _SGD)
-    run_at(id(config), "sgd", (), (w,), (dw,), dict(_SGD_HYPER, lr=config["learning_rate"]),
-           _SGD_VARIANT)
+    config, hyper = _settings(config, _SGD, _sgd_hyper)
+    run_at(id(config), "sgd", (), (w,), (dw,), hyper, _SGD_VARIANT)
     return w, config
 
 
@@ -76,14 +109,18 @@ _MOMENTUM_VARIANT = _variant("velocity", nesterov=False)
 _VELOCITY = ("velocity",)
 
 
+def _momentum_hyper(config):
+    return {"lr": config["learning_rate"], "momentum": config["momentum"],
+            "nesterov": False, "grad_scale": None}
+
+
 def sgd_momentum(w, dw, config=None):
     """SGD with velocity-form momentum, in place: ``v = momentum*v - learning_rate*dw ;
     w += v``. config: learning_rate (1e-2), momentum (0.9), velocity (zeros)."""
-    config = _config(config, _MOMENTUM)
+    config, hyper = _settings(config, _MOMENTUM, _momentum_hyper)
     velocity = _state(config, "velocity", w)
-    run_at(id(config), "velocity", _VELOCITY, (w, velocity), (dw,), {
-        "lr": config["learning_rate"], "momentum": config["momentum"], "nesterov": False,
-        "grad_scale": None}, _MOMENTUM_VARIANT)
+    run_at(id(config), "velocity", _VELOCITY, (w, velocity), (dw,), hyper,
+           _MOMENTUM_VARIANT)
     return w, config
 
 
@@ -92,15 +129,18 @@ _RMSPROP_VARIANT = _variant("rmsprop_sq")
 _CACHE = ("cache",)
 
 
+def _rmsprop_hyper(config):
+    return {"lr": config["learning_rate"], "alpha": config["decay_rate"],
+            "eps": config["epsilon"], "grad_scale": None}
+
+
 def rmsprop(w, dw, config=None):
     """RMSProp, in place: ``cache = decay_rate*cache + (1-decay_rate)*dw**2 ;
     w -= learning_rate*dw / (sqrt(cache) + epsilon)``. config: learning_rate (1e-2),
     decay_rate (0.99), epsilon (1e-8), cache (zeros)."""
-    config = _config(config, _RMSPROP)
+    config, hyper = _settings(config, _RMSPROP, _rmsprop_hyper)
     cache = _state(config, "cache", w)
-    run_at(id(config), "rmsprop_sq", _CACHE, (w, cache), (dw,), {
-        "lr": config["learning_rate"], "alpha": config["decay_rate"],
-        "eps": config["epsilon"], "grad_scale": None}, _RMSPROP_VARIANT)
+    run_at(id(config), "rmsprop_sq", _CACHE, (w, cache), (dw,), hyper, _RMSPROP_VARIANT)
     return w, config
 
 
