@@ -403,7 +403,7 @@ def test_a_call_site_follows_its_arrays_rule_and_backend_and_refuses_bad_grads(
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["sgd_momentum", "rmsprop"])
+@pytest.mark.parametrize("name", ["sgd_momentum", "rmsprop", "adam"])
 def test_an_adapter_notices_every_change_of_its_config_between_calls(
         name, cpu_compiled_backend, rng):
     """cs231n's rules keep a config's checked values and packed scalars while the config
@@ -417,9 +417,12 @@ def test_an_adapter_notices_every_change_of_its_config_between_calls(
     w = rng.standard_normal((5, 3))
     w_ref = w.copy()
     config = {"learning_rate": 0.05}
-    ref_config = {"learning_rate": 0.05, "momentum": 0.9} if name == "sgd_momentum" else {
-        "learning_rate": 0.05, "decay_rate": 0.99, "epsilon": 1e-8, "cache": np.zeros_like(w)}
-    key = "momentum" if name == "sgd_momentum" else "decay_rate"
+    ref_config, key = {
+        "sgd_momentum": ({"learning_rate": 0.05, "momentum": 0.9}, "momentum"),
+        "rmsprop": ({"learning_rate": 0.05, "decay_rate": 0.99, "epsilon": 1e-8,
+                     "cache": np.zeros_like(w)}, "decay_rate"),
+        "adam": ({"learning_rate": 0.05, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8,
+                  "m": np.zeros_like(w), "v": np.zeros_like(w), "t": 0}, "beta1")}[name]
 
     def steps(count):
         nonlocal w_ref, ref_config
