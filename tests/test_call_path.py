@@ -446,3 +446,25 @@ def test_an_adapter_notices_every_change_of_its_config_between_calls(
         np.testing.assert_array_equal(w, before)
     config["learning_rate"] = ref_config["learning_rate"] = 0.01
     steps(3)
+
+
+def test_one_config_serving_two_rules_gives_each_its_own_hyperparameters(
+        cpu_compiled_backend, rng):
+    # cs231n keeps a config's hyperparameters per config; a config passed to two rules
+    # in turn (with a value shared between their keys) must not hand one rule's
+    # hyperparameters to the other.
+    from fastopt.compat import cs231n
+    from fastopt.originals import cs231n as book
+
+    shared = 0.9
+    config = {"learning_rate": 0.01, "momentum": shared, "decay_rate": shared,
+              "epsilon": 1e-8}
+    w = rng.standard_normal(8)
+    ref_config = dict(config, cache=np.zeros(8))
+    w_ref = w.copy()
+    for i in range(6):
+        name = "sgd_momentum" if i % 2 else "rmsprop"
+        dw = rng.standard_normal(8)
+        getattr(cs231n, name)(w, dw, config)
+        w_ref, ref_config = getattr(book, name)(w_ref, dw, ref_config)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-12, atol=1e-15)

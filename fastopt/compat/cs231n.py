@@ -46,8 +46,9 @@ def _config(config, defaults):
     return config
 
 
-# id(config) -> (the config's values of the keys of a rule's defaults, the hyper dict
-# made from them). The values are held, so no other object can take their ids.
+# id(config) -> (a rule's defaults, the config's values of their keys, the hyper dict
+# made from them). The values are held, so no other object can take their ids; the
+# defaults tell the rules apart when one config serves two of them.
 _HYPERS = {}
 _HYPERS_MAX = 256
 
@@ -62,15 +63,16 @@ def _settings(config, defaults, hyper_of):
         config = _config(None, defaults)
         return config, hyper_of(config)
     kept = _HYPERS.get(id(config))
-    if kept is not None and all(map(operator.is_, map(config.get, defaults), kept[0])):
-        return config, kept[1]
+    if kept is not None and kept[0] is defaults \
+            and all(map(operator.is_, map(config.get, defaults), kept[1])):
+        return config, kept[2]
     config = _config(config, defaults)
     values = tuple(map(config.get, defaults))
     hyper = hyper_of(config)
     if all(type(value) is float for value in values):
         if len(_HYPERS) >= _HYPERS_MAX:
             _HYPERS.clear()
-        _HYPERS[id(config)] = values, hyper
+        _HYPERS[id(config)] = defaults, values, hyper
     return config, hyper
 
 
