@@ -23,6 +23,7 @@ import operator
 import sys
 import threading
 import weakref
+from types import MappingProxyType
 
 import numpy as np
 
@@ -77,9 +78,10 @@ def run_rule(rule, params, grads, states, hyper, backend=None, variant=None):
 
 class _Site:
     """What :func:`run_at` keeps of a call site's last call: the rule, the state names,
-    the backend choice, a weak reference to the plan, and ``packed``, the hyper dict of
-    the last direct call with its packed scalars (one tuple, replaced whole, so that a
-    thread never reads one call's dict with another's scalars)."""
+    the backend choice, a weak reference to the plan, and ``packed``, the read-only
+    hyper mapping of the last direct call given one, with its packed scalars (one
+    tuple, replaced whole, so that a thread never reads one call's mapping with
+    another's scalars)."""
 
     __slots__ = ("rule", "names", "chooser", "plan", "packed")
 
@@ -98,9 +100,10 @@ def run_at(site, rule, names, arrays, grads, hyper, variant=None):
     hashable key the caller picks for the site (say ``id(layer)``); ``names``: the state
     names; ``arrays``: the params, then each state's arrays in ``names`` order (one per
     param); ``grads``: a list or tuple, one per param; ``hyper``: checked
-    hyperparameters. Passing the very dict of the site's last call again says that it
-    holds the same values (the caller must not change a dict it passes again): its
-    packed scalars are reused.
+    hyperparameters, a dict or a read-only view of one (``types.MappingProxyType``).
+    The very view of the site's last call, passed again, has its packed scalars
+    reused: a caller that passes a view keeps the dict behind it unchanged (a dict,
+    which anyone holding it may change in place, is packed at every call).
 
     The plan of the site's last call, kept by a weak reference, is tried first: when
     the rule, the state names and the backend choice are the same and the plan's weak
@@ -126,7 +129,8 @@ def run_at(site, rule, names, arrays, grads, hyper, variant=None):
                 last_hyper, values = kept.packed
                 if hyper is not last_hyper:
                     values = RULES[rule].pack_values(dtype, hyper)
-                    kept.packed = hyper, values
+                    if type(hyper) is MappingProxyType:
+                        kept.packed = hyper, values
                 # one call into compiled code, which a signal cannot interrupt half way
                 run(flat_grads, hyper, values)
                 return

@@ -468,3 +468,21 @@ def test_one_config_serving_two_rules_gives_each_its_own_hyperparameters(
         getattr(cs231n, name)(w, dw, config)
         w_ref, ref_config = getattr(book, name)(w_ref, dw, ref_config)
     np.testing.assert_allclose(w, w_ref, rtol=1e-12, atol=1e-15)
+
+
+def test_a_hyper_dict_changed_in_place_between_calls_is_packed_again(
+        cpu_compiled_backend, rng):
+    # run_at reuses packed scalars only for the very read-only view it was given last;
+    # a caller's plain dict, changed in place between calls, gets its new values used.
+    site = object()
+    w = rng.standard_normal(6)
+    w_ref = w.copy()
+    hyper = dict(lr=0.1, momentum=0.0, dampening=0.0, nesterov=False, first=False,
+                 weight_decay=0.0, l1=0.0, maximize=False, grad_scale=None)
+    variant = fastopt.rules.RULES["sgd"].kernel_variant(hyper)
+    for lr in (0.1, 0.1, 0.5, 0.5, 0.25):
+        hyper["lr"] = lr
+        g = rng.standard_normal(6)
+        functional.run_at(site, "sgd", (), (w,), (g,), hyper, variant)
+        functional.run_rule("sgd", [w_ref], [g], {}, dict(hyper), backend="numpy")
+        np.testing.assert_array_equal(w, w_ref)

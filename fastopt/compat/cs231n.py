@@ -26,6 +26,7 @@ in the array's dtype), so float32 results agree to rounding.
 """
 
 import operator
+from types import MappingProxyType
 
 import numpy as np
 
@@ -57,8 +58,9 @@ def _settings(config, defaults, hyper_of):
     """``(config, hyper)``: the config (a new dict for None) with ``defaults`` filled
     in and checked, and ``hyper_of(config)``. While a config holds the very same float
     objects as at its last call (a training loop's config between learning-rate
-    decays), the checks are not made again and the last call's hyper dict is given
-    back, whose packed scalars :func:`run_at` then reuses."""
+    decays), the checks are not made again and the last call's hyperparameters are
+    given back, the very read-only view, whose packed scalars :func:`run_at` then
+    reuses."""
     if config is None:
         config = _config(None, defaults)
         return config, hyper_of(config)
@@ -68,7 +70,7 @@ def _settings(config, defaults, hyper_of):
         return config, kept[2]
     config = _config(config, defaults)
     values = tuple(map(config.get, defaults))
-    hyper = hyper_of(config)
+    hyper = MappingProxyType(hyper_of(config))  # read-only: run_at may keep its scalars
     if all(type(value) is float for value in values):
         if len(_HYPERS) >= _HYPERS_MAX:
             _HYPERS.clear()
