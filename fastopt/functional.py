@@ -125,6 +125,8 @@ def run_at(site, rule, names, arrays, grads, hyper, variant=None):
                 if direct is None:
                     plan.run(RULES[rule], flat_grads, hyper, variant)
                     return
+                # _Plan.run's one-call branch, inline (through run, with the site's
+                # kept scalars, a 3 us cs231n step took 0.1-0.15 us more)
                 run, dtype = direct
                 last_hyper, values = kept.packed
                 if hyper is not last_hyper:
